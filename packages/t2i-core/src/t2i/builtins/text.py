@@ -1,0 +1,10 @@
+"""The core's text encoders, registered through the same hook as any plugin's."""
+
+from ..hookspecs import hookimpl
+from ..text.bow import BagOfWords, BagOfWordsConfig
+
+
+@hookimpl
+def t2i_register_text_encoders(register):
+    register("bow", BagOfWords, config=BagOfWordsConfig,
+             help="Bag of words over a vocabulary built from the training captions (frozen or trained with D)")

@@ -1,0 +1,212 @@
+"""The core's commands: run, sample, plugins, list, describe. Each parses, validates and calls a library
+function (:mod:`t2i.runs`, :mod:`t2i.plugins`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..config import set_path
+from ..errors import UsageError
+from ..options import parse_assignments
+from ..plugins import plugins as loaded_plugins
+from ..plugins import registry
+from ..registry import KINDS
+
+app = typer.Typer(
+    name="t2i",
+    help="t2i: train, sample and compare text-to-image GANs built from plug-in components.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+
+COMPONENTS, TRAINING, RUN = "Components", "Training", "Run folder and output"
+
+
+def _installed(kind: str) -> str:
+    return ", ".join(registry(kind).names()) or "none installed"
+
+
+def _kind(name: str) -> str:
+    """'generator', 'generators', 'text-encoder' ... -> the registry kind."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    aliases = {"disc": "discriminators", "discs": "discriminators", "data": "datasets", "data_set": "datasets"}
+    for kind, (noun, _) in KINDS.items():
+        aliases.update({kind: kind, kind[:-1]: kind, noun.replace(" ", "_"): kind})
+    if key in aliases:
+        return aliases[key]
+    raise UsageError(f"unknown component kind '{name}'; kinds: {', '.join(k.replace('_', '-') for k in KINDS)}")
+
+
+# ------------------------------------------------------------------------------------------------------
+@app.command(no_args_is_help=False)
+def run(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML experiment config (a run's config.toml reproduces it)", rich_help_panel=RUN)] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue the run in this folder from its latest checkpoint", rich_help_panel=RUN)] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: runs/<date>-<time>-<generator>-<disc>]", rich_help_panel=RUN)] = None,
+    generator: Annotated[Optional[str], typer.Option("--generator", help=f"generator [{_installed('generators')}]", rich_help_panel=COMPONENTS)] = None,
+    disc: Annotated[Optional[str], typer.Option("--disc", "--discriminator", help=f"discriminator [{_installed('discriminators')}]", rich_help_panel=COMPONENTS)] = None,
+    text_encoder: Annotated[Optional[str], typer.Option("--text-encoder", help=f"text encoder [{_installed('text_encoders')}]", rich_help_panel=COMPONENTS)] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help=f"data set, NAME or NAME:PATH [{_installed('datasets')}]", rich_help_panel=COMPONENTS)] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", "-r", help="image side in pixels", rich_help_panel=COMPONENTS)] = None,
+    gen_opts: Annotated[Optional[list[str]], typer.Option("-G", help="generator option KEY=VALUE (see t2i describe generator NAME)", rich_help_panel=COMPONENTS)] = None,
+    disc_opts: Annotated[Optional[list[str]], typer.Option("-D", help="discriminator option KEY=VALUE", rich_help_panel=COMPONENTS)] = None,
+    text_opts: Annotated[Optional[list[str]], typer.Option("-T", help="text encoder option KEY=VALUE", rich_help_panel=COMPONENTS)] = None,
+    data_opts: Annotated[Optional[list[str]], typer.Option("-d", help="data set option KEY=VALUE", rich_help_panel=COMPONENTS)] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", help="adversarial loss (see t2i list losses)", rich_help_panel=COMPONENTS)] = None,
+    terms: Annotated[Optional[list[str]], typer.Option("--term", help="loss term NAME=WEIGHT (0 turns it off)", rich_help_panel=COMPONENTS)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="stop after this many generator steps", rich_help_panel=TRAINING)] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", help="stop after this many epochs", rich_help_panel=TRAINING)] = None,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", help="stop after this much training time", rich_help_panel=TRAINING)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", rich_help_panel=TRAINING)] = None,
+    lr_g: Annotated[Optional[float], typer.Option("--lr-g", help="generator learning rate", rich_help_panel=TRAINING)] = None,
+    lr_d: Annotated[Optional[float], typer.Option("--lr-d", help="discriminator learning rate", rich_help_panel=TRAINING)] = None,
+    d_steps: Annotated[Optional[int], typer.Option("--d-steps", help="D steps per G step", rich_help_panel=TRAINING)] = None,
+    grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="max gradient norm (0: off)", rich_help_panel=TRAINING)] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", help="constant, cosine_restarts or linear", rich_help_panel=TRAINING)] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16, fp16 (CUDA) or auto", rich_help_panel=TRAINING)] = None,
+    ema: Annotated[Optional[float], typer.Option("--ema", help="EMA decay of G for samples (0: off)", rich_help_panel=TRAINING)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", rich_help_panel=TRAINING)] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps", rich_help_panel=TRAINING)] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="steps between checkpoints", rich_help_panel=RUN)] = None,
+    sample_every: Annotated[Optional[int], typer.Option("--sample-every", help="steps between sample grids", rich_help_panel=RUN)] = None,
+    log_every: Annotated[Optional[int], typer.Option("--log-every", help="steps between metrics.jsonl lines", rich_help_panel=RUN)] = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="any config key: section.key=value (e.g. train.betas=0.5,0.999)", rich_help_panel=RUN)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="log lines instead of a progress bar", rich_help_panel=RUN)] = False,
+) -> None:
+    """Train a text-to-image GAN. With no options: the default recipe on the built-in Shapes data."""
+    from .. import runs
+    from ..config import load_toml, merge
+    from ..engine.trainer import Trainer
+
+    raw: dict[str, Any] = {}
+    flags = {
+        "generator.name": generator, "discriminator.name": disc, "text_encoder.name": text_encoder,
+        "data.resolution": resolution, "loss.adversarial": loss,
+        "train.steps": steps, "train.epochs": epochs, "train.minutes": minutes, "train.batch_size": batch_size,
+        "train.lr_g": lr_g, "train.lr_d": lr_d, "train.d_steps": d_steps, "train.grad_clip": grad_clip,
+        "train.schedule": schedule, "train.precision": precision, "train.ema": ema, "train.seed": seed,
+        "train.device": device, "train.checkpoint_every": checkpoint_every, "train.sample_every": sample_every,
+        "train.log_every": log_every,
+    }
+    if data is not None:
+        name, _, path = data.partition(":")
+        flags["data.name"] = name
+        if path:
+            set_path(raw, "data.options.root", path)
+    for key, value in flags.items():
+        if value is not None:
+            set_path(raw, key, value)
+    for section, items, flag in (("generator", gen_opts, "-G"), ("discriminator", disc_opts, "-D"),
+                                 ("text_encoder", text_opts, "-T"), ("data", data_opts, "-d")):
+        for key, value in parse_assignments(items, flag).items():
+            set_path(raw, f"{section}.options.{key}", value)
+    for key, value in parse_assignments(terms, "--term").items():
+        set_path(raw, f"loss.terms.{key}", value)
+    for key, value in parse_assignments(sets, "--set").items():
+        set_path(raw, key, value)
+
+    if resume is not None:
+        if out_dir is not None and out_dir != resume:
+            raise UsageError("--resume continues the run in its own folder; drop --out")
+        cfg = runs.resume_config(resume, merge(load_toml(config), raw) if config else raw)
+        run_dir = resume
+    else:
+        cfg = runs.configure(config, raw)
+        run_dir = runs.new_run_dir(cfg, out_dir)
+    trainer = Trainer(cfg, run_dir, resume=resume is not None, quiet=quiet)
+    err = Console(stderr=True)
+    err.print(f"[bold]t2i run[/bold] {'resuming at step ' + str(trainer.step) + ' in' if resume else 'into'} {run_dir}")
+    result = trainer.fit()
+    if result.status == "interrupted":
+        err.print(f"interrupted at step {result.step}; checkpoint saved. Continue with: t2i run --resume {run_dir}")
+    elif result.status == "diverged":
+        where = f"the last good checkpoint is {result.checkpoint}" if result.checkpoint else "no checkpoint was saved"
+        err.print(f"[red]training diverged[/red]: {result.message}; {where}")
+    print(f"run folder: {result.run_dir}")
+    if result.samples is not None:
+        print(f"sample grid: {result.samples}")
+    print(f"summary: {result.run_dir / 'summary.md'}")
+    code = {"finished": 0, "interrupted": 130, "diverged": 1}[result.status]
+    if code:
+        raise typer.Exit(code)
+
+
+# ------------------------------------------------------------------------------------------------------
+@app.command()
+def sample(
+    source: Annotated[Path, typer.Argument(help="a run folder (its latest checkpoint) or a checkpoints/step_* folder")],
+    captions: Annotated[list[str], typer.Argument(help="one or more captions")],
+    n: Annotated[int, typer.Option("-n", help="images per caption")] = 16,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="PNG to write [default: <run>/samples/sample-<caption>.png]")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="use the raw generator weights, not their EMA")] = False,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Generate images for captions from a trained run and save them as one grid."""
+    from ..engine.grid import save_png
+    from ..runs import Sampler, slug
+
+    sampler = Sampler.load(source, device=device, ema=not no_ema)
+    grid = sampler.grid(list(captions), n=n, seed=seed)
+    if output is None:
+        run_dir = sampler.checkpoint.parent.parent
+        output = run_dir / "samples" / f"sample-{slug(captions[0])}.png"
+    elif output.suffix.lower() != ".png":
+        raise UsageError(f"-o {output}: the grid is written as PNG; use a .png file name")
+    print(save_png(grid, output))
+
+
+# ------------------------------------------------------------------------------------------------------
+@app.command("plugins")
+def plugins_cmd() -> None:
+    """Plugins t2i loaded: distribution, version, hooks, what each registered, and load errors."""
+    table = Table("plugin", "distribution", "version", "registers", "status")
+    for info in loaded_plugins():
+        registered = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in info.registered.items())
+        table.add_row(info.name, info.distribution, info.version, registered or "-",
+                      f"[red]{info.error}[/red]" if info.error else "ok")
+    out.print(table)
+
+
+@app.command("list")
+def list_cmd(
+    kind: Annotated[Optional[str], typer.Argument(help="generators, discriminators, text-encoders, losses, metrics, datasets")] = None,
+    pattern: Annotated[Optional[str], typer.Argument(help="fnmatch pattern, e.g. 'sa*'")] = None,
+) -> None:
+    """Registered components, with the plugin that registered each."""
+    kinds = [_kind(kind)] if kind else list(KINDS)
+    table = Table("kind", "name", "owner", "help")
+    for k in kinds:
+        reg = registry(k)
+        for name in reg.names(pattern):
+            entry = reg.get(name)
+            table.add_row(reg.noun, name, entry.owner, entry.help)
+    out.print(table)
+
+
+@app.command()
+def describe(
+    kind: Annotated[str, typer.Argument(help="generator, discriminator, text-encoder, loss, metric, dataset")],
+    name: Annotated[str, typer.Argument(help="registered name")],
+) -> None:
+    """A component's options: name, type, default and help (set them with -G/-D/-T/-d KEY=VALUE)."""
+    info = registry(_kind(kind)).describe(name)
+    out.print(f"[bold]{info['kind']} {info['name']}[/bold] ({info['owner']})")
+    if info["help"]:
+        out.print(info["help"])
+    if not info["fields"]:
+        out.print("no options")
+        return
+    table = Table("option", "type", "default", "help")
+    for row in info["fields"]:
+        table.add_row(*row)
+    out.print(table)
+

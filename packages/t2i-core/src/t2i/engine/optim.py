@@ -1,0 +1,89 @@
+"""Optimisers, learning-rate schedules, mixed precision and device choice, from :class:`TrainConfig`."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import ContextManager, Iterable
+
+import torch
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+
+__all__ = ["pick_device", "make_optimizer", "make_scheduler", "Precision"]
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu. An unavailable explicit device is a user error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("train.device: mps was asked for but is not available; use --device cpu or auto")
+    return device
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, cfg: TrainConfig) -> torch.optim.Adam:
+    return torch.optim.Adam([p for p in params if p.requires_grad], lr=lr, betas=cfg.betas)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int | None) -> torch.optim.lr_scheduler.LRScheduler:
+    """One scheduler step per generator step. ``linear`` decays to 0 at ``total_steps``."""
+    if cfg.schedule == "cosine_restarts":
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.t0, T_mult=cfg.t_mult)
+    if cfg.schedule == "linear":
+        if total_steps is None:
+            raise ConfigError("train.schedule = linear needs a known length: set train.steps or train.epochs")
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+class Precision:
+    """Autocast context and grad scaler for ``train.precision`` on ``device``.
+
+    bf16 works on CPU and recent CUDA GPUs; fp16 needs CUDA and uses a grad scaler; ``auto`` picks bf16 on
+    CUDA GPUs that support it and fp32 elsewhere (bf16 matmuls are slower than fp32 on most CPUs).
+    """
+
+    def __init__(self, precision: str, device: torch.device):
+        if precision == "auto":
+            precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        if precision == "fp16" and device.type != "cuda":
+            raise ConfigError(f"train.precision = fp16 needs a CUDA device (this run uses {device.type}); use bf16 or fp32")
+        self.name = precision
+        self.device = device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+
+    def autocast(self) -> ContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], clip: float) -> float | None:
+        """Backward, optional gradient clipping (on unscaled gradients), optimiser step. Returns the grad norm if clipped."""
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        norm = None
+        if clip > 0:
+            self.scaler.unscale_(opt)
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+        return norm
+
+
+def steps_for_epochs(epochs: float, batches_per_epoch: int, d_steps: int) -> int:
+    """Generator steps in ``epochs`` passes when each generator step consumes ``d_steps`` batches."""
+    return max(1, math.ceil(epochs * batches_per_epoch / d_steps))
+

@@ -1,0 +1,79 @@
+"""Everything a run writes into its folder: metrics.jsonl, TensorBoard events, sample grids, summary.md.
+
+Only rank 0 writes (``enabled=False`` elsewhere), so the engine never has to ask which process it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .grid import save_png
+
+__all__ = ["RunWriter"]
+
+
+class RunWriter:
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self._tb = None
+        self._metrics = None
+        if enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def log(self, step: int, record: dict[str, Any]) -> None:
+        """One line of metrics.jsonl and the same scalars in TensorBoard."""
+        if not self.enabled:
+            return
+        line = {"step": step, **{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}}
+        assert self._metrics is not None
+        self._metrics.write(json.dumps(line) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(key, value, step)
+
+    def samples(self, step: int, grid: Image.Image) -> Path | None:
+        """Save ``samples/step_XXXXXXXX.png`` and ``samples/latest.png``; return the step's path."""
+        if not self.enabled:
+            return None
+        path = save_png(grid, self.run_dir / "samples" / f"step_{step:08d}.png")
+        save_png(grid, self.run_dir / "samples" / "latest.png")
+        if self._tb is not None:
+            import numpy as np
+
+            self._tb.add_image("samples", np.asarray(grid), step, dataformats="HWC")
+        return path
+
+    def text(self, name: str, content: str) -> Path | None:
+        """Write a text file in the run folder atomically."""
+        if not self.enabled:
+            return None
+        path = self.run_dir / name
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(content)
+        os.replace(tmp, path)
+        return path
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

@@ -1,0 +1,53 @@
+"""The hooks a t2i plugin can implement. One hook per component kind, each given a ``register`` callback.
+
+A plugin is a module with ``@t2i.hookimpl`` functions, named by an entry point in the ``t2i`` group::
+
+    @t2i.hookimpl
+    def t2i_register_generators(register):
+        register("sagan", SAGANGenerator, config=SAGANConfig, help="Self-attention generator")
+
+``register(name, factory, *, config=None, help="", **metadata)``: ``factory(cfg, **context)`` builds the
+component from an instance of the ``config`` dataclass (or with no config argument when there is none).
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("t2i")
+hookimpl = pluggy.HookimplMarker("t2i")
+
+
+@hookspec
+def t2i_register_text_encoders(register):
+    """Register text encoders: captions -> embeddings (see :class:`t2i.interfaces.TextEncoder`)."""
+
+
+@hookspec
+def t2i_register_generators(register):
+    """Register generators: noise + text embedding -> image (see :class:`t2i.interfaces.Generator`)."""
+
+
+@hookspec
+def t2i_register_discriminators(register):
+    """Register discriminators: image + text embedding -> :class:`t2i.interfaces.DiscOutput`."""
+
+
+@hookspec
+def t2i_register_losses(register):
+    """Register adversarial losses and weighted loss terms (see :class:`t2i.interfaces.LossTerm`)."""
+
+
+@hookspec
+def t2i_register_metrics(register):
+    """Register evaluation metrics (see :class:`t2i.interfaces.Metric`)."""
+
+
+@hookspec
+def t2i_register_datasets(register):
+    """Register captioned-image data sets (see :class:`t2i.interfaces.Dataset`)."""
+
+
+@hookspec
+def t2i_register_commands(app):
+    """Add commands to the ``t2i`` Typer app (``app.command()(fn)`` or ``app.add_typer(sub, name=...)``)."""

@@ -1,0 +1,272 @@
+"""The contracts between t2i's engine and the components plugins register.
+
+Every component kind has one small interface here. The engine only ever talks to these, so a plugin's
+generator, a third-party loss and the core's built-ins are interchangeable.
+
+Shapes and ranges, once for all:
+- images are float tensors ``(B, 3, R, R)`` in ``[-1, 1]``; data sets store ``uint8`` ``(N, R, R, 3)``;
+- text embeddings are float tensors ``(B, text_dim)``;
+- noise is ``(B, z_dim)`` from a standard normal.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "TextEncoder",
+    "Generator",
+    "Discriminator",
+    "DiscOutput",
+    "LossTerm",
+    "AdversarialLoss",
+    "StepOutputs",
+    "Metric",
+    "Dataset",
+    "CaptionedImages",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Text encoders
+
+
+class TextEncoder(nn.Module, abc.ABC):
+    """Captions -> embeddings of size :attr:`dim`.
+
+    Captions are turned into a tensor once (:meth:`tokenize`, for every distinct caption of a data set)
+    and :meth:`forward` maps rows of that tensor to embeddings. A frozen encoder (``trainable = False``)
+    is evaluated once per distinct caption and its embeddings are cached by the engine; a trainable one
+    runs every step and its parameters are optimised with the discriminator's optimiser (the generator
+    sees its output detached).
+
+    Encoders with state that is not a tensor (a vocabulary) expose it through :meth:`extra_state` /
+    :meth:`load_extra_state` so that checkpoints can rebuild them without the training data.
+    """
+
+    dim: int
+    trainable: bool = True
+
+    def fit(self, captions: Sequence[str]) -> None:
+        """Learn whatever the encoder learns from the training captions before training (a vocabulary)."""
+
+    @abc.abstractmethod
+    def tokenize(self, captions: Sequence[str]) -> Tensor:
+        """Captions -> a tensor whose rows :meth:`forward` accepts (token ids, or the embeddings)."""
+
+    @abc.abstractmethod
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Rows of :meth:`tokenize`'s output -> ``(B, dim)`` embeddings."""
+
+    def encode(self, captions: Sequence[str]) -> Tensor:
+        """Convenience: captions -> embeddings, in one call."""
+        device = next(self.parameters(), torch.empty(0)).device
+        return self(self.tokenize(captions).to(device))
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-serialisable state that is not in ``state_dict()`` (e.g. the vocabulary)."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Generators and discriminators
+
+
+class Generator(nn.Module, abc.ABC):
+    """Noise ``(B, z_dim)`` + text embedding ``(B, text_dim)`` -> image ``(B, 3, R, R)`` in ``[-1, 1]``.
+
+    Factories are called as ``factory(cfg, resolution=R, text_dim=D)``; the generator declares what it
+    supports through the class attribute :attr:`resolutions`.
+    """
+
+    resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
+    z_dim: int
+    resolution: int
+    text_dim: int
+
+    @abc.abstractmethod
+    def forward(self, z: Tensor, text: Tensor) -> Tensor: ...
+
+
+@dataclass
+class DiscOutput:
+    """What a discriminator says about a batch.
+
+    ``logits``: ``(B,)`` realness of each image *given its own caption*.
+    ``mismatched_logits``: ``(B,)`` the same images scored against other captions, when asked for
+    (the matching-aware term's negatives), else ``None``.
+    ``features``: intermediate activations, shallow to deep, for feature matching and similar terms.
+    """
+
+    logits: Tensor
+    features: list[Tensor] = field(default_factory=list)
+    mismatched_logits: Tensor | None = None
+
+
+class Discriminator(nn.Module, abc.ABC):
+    """Image + text embedding -> :class:`DiscOutput`.
+
+    Implement two halves, as DF-GAN separates ``NetD`` and ``NetC``: :meth:`image_features` (text-free
+    trunk) and :meth:`condition` (the text-conditional head). :meth:`forward` scores the image against
+    its caption and, if ``mismatched_text`` is given, against that too without re-running the trunk.
+    Factories are called as ``factory(cfg, resolution=R, text_dim=D)``.
+    """
+
+    resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
+    resolution: int
+    text_dim: int
+
+    @abc.abstractmethod
+    def image_features(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Image -> (the trunk's output for :meth:`condition`, list of intermediate features)."""
+
+    @abc.abstractmethod
+    def condition(self, h: Tensor, text: Tensor) -> Tensor:
+        """Trunk output + text embedding -> ``(B,)`` logits."""
+
+    def forward(self, image: Tensor, text: Tensor, mismatched_text: Tensor | None = None) -> DiscOutput:
+        h, features = self.image_features(image)
+        logits = self.condition(h, text)
+        mismatched = None if mismatched_text is None else self.condition(h, mismatched_text)
+        return DiscOutput(logits=logits, features=features, mismatched_logits=mismatched)
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses
+
+
+@dataclass
+class StepOutputs:
+    """Everything a loss term may look at in one D or G step.
+
+    ``real`` / ``fake``: discriminator outputs on real images and on generated ones (``real`` is
+    ``None`` in a G step unless a term declared ``needs = {"real_in_g_step"}``). ``adversarial``: the
+    run's adversarial loss, so that terms such as the matching-aware one reuse its real/fake functions.
+    """
+
+    real: DiscOutput | None
+    fake: DiscOutput
+    real_images: Tensor
+    fake_images: Tensor
+    text: Tensor
+    adversarial: "AdversarialLoss"
+    discriminator: nn.Module | None = None
+    step: int = 0
+
+
+class LossTerm(nn.Module):
+    """A weighted contribution to the D loss, the G loss, or both. Return ``None`` where it does not apply.
+
+    ``needs`` tells the engine what to compute for this term: ``"mismatched"`` (D scores real images
+    against rolled captions), ``"real_in_g_step"`` (D runs on real images during the G step, e.g. for
+    feature matching), ``"real_grad"`` (real images require grad, for gradient penalties).
+    Factories are called as ``factory(cfg)``.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def d_loss(self, out: StepOutputs) -> Tensor | None:
+        return None
+
+    def g_loss(self, out: StepOutputs) -> Tensor | None:
+        return None
+
+
+class AdversarialLoss(LossTerm):
+    """The GAN objective, written as three functions of logits. Subclasses implement those three."""
+
+    @abc.abstractmethod
+    def d_real(self, logits: Tensor) -> Tensor:
+        """D's loss for logits it should call real."""
+
+    @abc.abstractmethod
+    def d_fake(self, logits: Tensor) -> Tensor:
+        """D's loss for logits it should call fake (generated images, or real ones with wrong captions)."""
+
+    @abc.abstractmethod
+    def g_fake(self, logits: Tensor) -> Tensor:
+        """G's loss on D's logits for generated images."""
+
+    def d_loss(self, out: StepOutputs) -> Tensor:
+        assert out.real is not None
+        return self.d_real(out.real.logits) + self.d_fake(out.fake.logits)
+
+    def g_loss(self, out: StepOutputs) -> Tensor:
+        return self.g_fake(out.fake.logits)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class CaptionedImages:
+    """One split of a data set, in memory or memory-mapped.
+
+    ``images``: ``uint8`` tensor ``(N, R, R, 3)``.
+    ``captions``: the distinct caption strings of the split.
+    ``caption_ids``: ``int64`` ``(N, K)``: for each image, indices into ``captions``; rows with fewer
+    than K captions are padded with ``-1`` and ``caption_counts`` says how many are real.
+    ``attributes``: optional structured labels, name -> ``int64`` ``(N,)`` codes into
+    ``attribute_values[name]`` (the Shapes data carries shape, colour, ...; metrics read them).
+    """
+
+    images: Tensor
+    captions: list[str]
+    caption_ids: Tensor
+    caption_counts: Tensor
+    attributes: dict[str, Tensor] = field(default_factory=dict)
+    attribute_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.images.shape[1])
+
+    def captions_of(self, index: int) -> list[str]:
+        """All captions of image ``index``."""
+        n = int(self.caption_counts[index])
+        return [self.captions[int(c)] for c in self.caption_ids[index, :n]]
+
+
+class Dataset(abc.ABC):
+    """A source of captioned images. Factories are called as ``factory(cfg)``."""
+
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    @abc.abstractmethod
+    def load(self, split: str, resolution: int) -> CaptionedImages:
+        """Return ``split`` at ``resolution`` pixels. Raise :class:`t2i.errors.UsageError` for bad input."""
+
+    def describe(self) -> str:
+        """One line for logs and summaries."""
+        return type(self).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+
+
+class Metric(abc.ABC):
+    """A number about a generator, with the protocol that produced it. Factories: ``factory(cfg)``.
+
+    ``evaluate`` receives ``generate(captions) -> uint8 (B, R, R, 3)`` images and the reference split;
+    it returns ``{name: value}`` plus whatever protocol fields (sample counts, extractor, seeds) make the
+    figure reproducible, under the key ``"protocol"``.
+    """
+
+    higher_is_better: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def evaluate(self, generate: Any, reference: CaptionedImages) -> dict[str, Any]: ...

@@ -1,0 +1,192 @@
+"""Typed component options: ``-G ngf=64 -G attn_res=16,32`` validated against a config dataclass.
+
+Values come either from the CLI (strings) or from TOML (already typed). Both go through :func:`coerce`,
+so a string ``"64"`` and a TOML ``64`` give the same ``int``, and ``"sixty"`` fails naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError
+
+__all__ = ["coerce", "build_config", "parse_assignments", "describe_fields", "config_to_dict"]
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin in (tuple, list):
+        args = [a for a in get_args(tp) if a is not Ellipsis]
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}{', ...' if Ellipsis in get_args(tp) else ''}]"
+    if origin is dict:
+        return "table"
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (a CLI string or a TOML value) to type ``tp``; raise :class:`ConfigError` naming ``key``."""
+    origin = get_origin(tp)
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", ""))):
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(key, value, arg)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        choices = get_args(tp)
+        if value in choices:
+            return value
+        raise ConfigError(f"{key}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    if origin in (tuple, list):
+        args = get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values ({_type_name(tp)}), got {value!r}")
+            return tuple(coerce(key, v, a) for v, a in zip(value, args))
+        elem = args[0] if args else Any
+        items = [coerce(key, v, elem) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise bad
+        args = get_args(tp)
+        if len(args) == 2:
+            return {k: coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                try:
+                    f = float(value)
+                except ValueError:
+                    raise bad from None
+                if f.is_integer():
+                    return int(f)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return build_config(tp, value, prefix=f"{key}.")
+        raise bad
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise bad
+
+
+def build_config(cls: type, values: Mapping[str, Any] | None = None, prefix: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from ``values``; unknown keys and wrong types raise :class:`ConfigError`."""
+    values = dict(values or {})
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        import difflib
+
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown key '{prefix}{key}'{hint} valid keys: {', '.join(sorted(fields))}")
+    kwargs = {name: coerce(f"{prefix}{name}", value, hints[name]) for name, value in values.items()}
+    try:
+        cfg = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        label = prefix.rstrip(". ") or cls.__name__
+        message = str(exc) if str(exc).startswith(prefix) else f"{label}: {exc}"
+        raise ConfigError(message) from None
+    return cfg
+
+
+def parse_assignments(items: list[str] | tuple[str, ...] | None, flag: str = "-o") -> dict[str, str]:
+    """``["ngf=64", "attn_res=16,32"]`` -> ``{"ngf": "64", "attn_res": "16,32"}``."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass -> plain TOML-friendly dict (tuples become lists, ``None`` values are dropped)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if getattr(v, f.name) is not None}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items() if x is not None}
+        return v
+
+    return plain(cfg)
+
+
+def describe_fields(cls: type | None) -> list[tuple[str, str, str, str]]:
+    """Rows of (name, type, default, help) for ``t2i describe``. Help comes from ``field(metadata={"help": ...})``."""
+    if cls is None:
+        return []
+    hints = get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = repr(f.default_factory())  # type: ignore[misc]
+        else:
+            default = "(required)"
+        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,148 @@
+"""Library functions behind ``t2i run`` and ``t2i sample``, usable from a notebook just the same.
+
+    from t2i.runs import configure, train, Sampler
+    cfg = configure(overrides={"train": {"steps": 100}})
+    result = train(cfg, "runs/demo")
+    Sampler.load("runs/demo").grid(["a small red circle in the center on a black background"], n=8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .config import ExperimentConfig, load_toml, merge, resolve
+from .engine.checkpoint import latest_checkpoint, load_checkpoint
+from .engine.components import build_generator, build_text_encoder
+from .engine.grid import image_grid
+from .engine.optim import pick_device
+from .engine.trainer import RunResult, Trainer
+from .errors import UsageError
+from .interfaces import Generator, TextEncoder
+
+__all__ = ["configure", "resume_config", "new_run_dir", "train", "Sampler", "RESUMABLE_KEYS"]
+
+# What may change when a run is resumed: when to stop, how often to write, and where to compute.
+RESUMABLE_KEYS = frozenset(
+    f"train.{k}" for k in ("steps", "epochs", "minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "device")
+)
+
+
+def configure(config: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Defaults < TOML file ``config`` < ``overrides`` (a raw tree, e.g. from CLI flags)."""
+    raw = load_toml(config) if config else {}
+    return resolve(merge(raw, overrides or {}))
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_config(run_dir: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """The saved config of ``run_dir`` with ``overrides`` applied; refuses changes to what was trained."""
+    run = Path(run_dir)
+    if not (run / "config.toml").is_file():
+        raise UsageError(f"{run} is not a t2i run folder (no config.toml); pass the folder a previous 't2i run' wrote")
+    if latest_checkpoint(run / "checkpoints") is None:
+        raise UsageError(f"{run} has no checkpoint to resume from; start it again with t2i run --config {run / 'config.toml'}")
+    saved = resolve(load_toml(run / "config.toml"))
+    wanted = resolve(merge(load_toml(run / "config.toml"), overrides or {}))
+    before, after = _flatten(saved.to_dict()), _flatten(wanted.to_dict())
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in RESUMABLE_KEYS)
+    if changed:
+        k = changed[0]
+        raise UsageError(
+            f"cannot resume {run} with a different {k} (saved {before.get(k)!r}, given {after.get(k)!r}); "
+            f"only {', '.join(sorted(x.split('.', 1)[1] for x in RESUMABLE_KEYS))} may change on resume"
+        )
+    return wanted
+
+
+def new_run_dir(cfg: ExperimentConfig, out: str | Path | None = None, root: str | Path = "runs") -> Path:
+    """``out`` if given (refused if it already holds a run), else ``runs/<date>-<time>-<generator>-<disc>``."""
+    if out is not None:
+        path = Path(out)
+        if (path / "config.toml").exists() or latest_checkpoint(path / "checkpoints") is not None:
+            raise UsageError(f"{path} already holds a run; continue it with --resume {path} or choose another --out")
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"--out {path} is a file, not a folder")
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{stamp}-{cfg.generator.name}-{cfg.discriminator.name}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def train(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> RunResult:
+    """Train (or continue training) ``cfg`` in ``run_dir``."""
+    return Trainer(cfg, run_dir, resume=resume, quiet=quiet).fit()
+
+
+@dataclasses.dataclass
+class Sampler:
+    """A trained generator and its text encoder, loaded from a run folder or a checkpoint folder."""
+
+    generator: Generator
+    text_encoder: TextEncoder
+    config: ExperimentConfig
+    checkpoint: Path
+    device: torch.device
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto", ema: bool = True) -> "Sampler":
+        p = Path(path)
+        if not p.exists():
+            raise UsageError(f"{p} does not exist; pass a run folder (runs/<name>) or one of its checkpoints/step_* folders")
+        ckpt_dir = p if (p / "meta.json").is_file() else latest_checkpoint(p / "checkpoints")
+        if ckpt_dir is None:
+            raise UsageError(f"{p} is neither a t2i run folder with checkpoints nor a checkpoint folder")
+        ckpt = load_checkpoint(ckpt_dir)
+        cfg = resolve(ckpt.meta["config"])
+        dev = pick_device(device)
+        encoder, _ = build_text_encoder(cfg)
+        encoder.load_extra_state(ckpt.meta.get("text_encoder", {}))
+        encoder.load_state_dict(ckpt.weights["text_encoder"])
+        generator, _ = build_generator(cfg, encoder.dim)
+        key = "generator_ema" if ema and "generator_ema" in ckpt.weights else "generator"
+        generator.load_state_dict(ckpt.weights[key])
+        return cls(generator.to(dev).eval(), encoder.to(dev).eval(), cfg, ckpt_dir, dev)
+
+    @torch.no_grad()
+    def generate(self, captions: list[str], n: int = 1, seed: int = 0) -> torch.Tensor:
+        """``n`` images per caption, float ``(len(captions) * n, 3, R, R)`` in [-1, 1], caption-major."""
+        if not captions or any(not c.strip() for c in captions):
+            raise UsageError("give at least one non-empty caption")
+        if n < 1:
+            raise UsageError(f"-n must be >= 1, got {n}")
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(len(captions) * n, self.generator.z_dim, generator=g).to(self.device)
+        text = self.text_encoder.encode(captions).to(self.device).float().repeat_interleave(n, 0)
+        return self.generator(z, text).float().cpu()
+
+    def grid(self, captions: list[str], n: int = 16, seed: int = 0):
+        """A PIL grid: one caption -> a square-ish grid under the caption; several -> one row each."""
+        images = self.generate(captions, n, seed)
+        if len(captions) == 1:
+            return image_grid(images, columns=math.ceil(math.sqrt(n)), title=captions[0])
+        from .engine.grid import caption_grid
+
+        return caption_grid(images, captions, columns=n)
+
+
+def slug(text: str, limit: int = 48) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "sample"

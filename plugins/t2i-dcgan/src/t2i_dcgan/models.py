@@ -1,0 +1,242 @@
+"""Text-conditional DCGAN (GAN-INT-CLS, Reed et al. 2016) as a t2i generator and discriminator.
+
+Generator: ``[z; LeakyReLU(Linear(text))]`` -> a 4x4 map -> ConvTranspose(4, 2, 1) blocks with
+BatchNorm + ReLU -> ConvTranspose to 3 channels + tanh. With ``conditioning="cbn"`` every BatchNorm is
+also modulated per channel by ``[z; projected text]`` (conditional batch norm).
+
+Discriminator: a conv(4, 2, 1) trunk down to 4x4 (:meth:`image_features`) and a text-conditional head
+(:meth:`condition`): GAN-INT-CLS concatenation, or the projection head of Miyato & Koyama (2018).
+
+Widths double per resolution step: G's last hidden layer has ``ngf`` channels and D's first has ``ndf``,
+so at 64 px the 4x4 maps have ``ngf * 8`` / ``ndf * 8`` channels (``* 4`` at 32 px, ``* 16`` at 128 px).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from t2i.interfaces import Discriminator, Generator
+
+__all__ = [
+    "DCGANGeneratorConfig",
+    "DCGANDiscriminatorConfig",
+    "DCGANGenerator",
+    "DCGANDiscriminator",
+    "CondBatchNorm2d",
+]
+
+
+def _positive(cfg: object, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _one_of(cfg: object, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+@dataclass
+class DCGANGeneratorConfig:
+    ngf: int = field(
+        default=64, metadata={"help": "channels of the last hidden layer; doubled per step towards 4x4"}
+    )
+    z_dim: int = field(default=100, metadata={"help": "size of the noise vector z"})
+    text_proj_dim: int = field(
+        default=128, metadata={"help": "the text embedding is projected to this size (+ LeakyReLU)"}
+    )
+    conditioning: Literal["concat", "cbn"] = field(
+        default="concat",
+        metadata={"help": "'concat': [z; text] at the input only; 'cbn': also modulate each BN by [z; text]"},
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "ngf", "z_dim", "text_proj_dim")
+        _one_of(self, "conditioning", ("concat", "cbn"))
+
+
+@dataclass
+class DCGANDiscriminatorConfig:
+    ndf: int = field(
+        default=64, metadata={"help": "channels of the first conv layer; doubled per step towards 4x4"}
+    )
+    text_proj_dim: int = field(
+        default=128, metadata={"help": "text projection size of the 'concat' head (unused by 'projection')"}
+    )
+    norm: Literal["batch", "none"] = field(
+        default="batch", metadata={"help": "normalisation of every conv block but the first"}
+    )
+    spectral_norm: bool = field(
+        default=False, metadata={"help": "spectral norm on every conv/linear (usually with norm='none')"}
+    )
+    conditioning: Literal["concat", "projection"] = field(
+        default="concat",
+        metadata={"help": "'concat': tile text at 4x4 (GAN-INT-CLS); 'projection': <embed(text), pooled h>"},
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "ndf", "text_proj_dim")
+        _one_of(self, "norm", ("batch", "none"))
+        _one_of(self, "conditioning", ("concat", "projection"))
+        if not isinstance(self.spectral_norm, bool):
+            raise ValueError(f"spectral_norm must be true or false, got {self.spectral_norm!r}")
+
+
+def _check_resolution(cls: type, resolution: int, text_dim: int) -> int:
+    if resolution not in cls.resolutions:
+        raise ValueError(
+            f"{cls.__name__} supports resolutions {', '.join(map(str, cls.resolutions))}; got {resolution!r}"
+        )
+    if isinstance(text_dim, bool) or not isinstance(text_dim, int) or text_dim < 1:
+        raise ValueError(f"{cls.__name__}: text_dim must be a positive integer, got {text_dim!r}")
+    return int(math.log2(resolution // 4))  # number of x2 steps between 4x4 and R
+
+
+def _init_dcgan(m: nn.Module) -> None:
+    """DCGAN init: conv/linear weights N(0, 0.02), BN weights N(1, 0.02), biases 0; CBN starts as identity."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d) and m.affine:
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, CondBatchNorm2d):  # apply() visits children first, so this overrides their init
+        for lin in (m.gamma, m.beta):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generator
+
+
+class CondBatchNorm2d(nn.Module):
+    """BatchNorm without affine, then ``(1 + gamma(c)) * x + beta(c)``; gamma and beta start at zero."""
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gamma = nn.Linear(cond_dim, channels)
+        self.beta = nn.Linear(cond_dim, channels)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.bn(x) * (1 + self.gamma(c)[:, :, None, None]) + self.beta(c)[:, :, None, None]
+
+
+class _BatchNorm2d(nn.BatchNorm2d):
+    """Plain BatchNorm with the conditional one's signature (``c`` is ignored)."""
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        return super().forward(x)
+
+
+def _g_norm(channels: int, cond_dim: int | None) -> nn.Module:
+    return _BatchNorm2d(channels) if cond_dim is None else CondBatchNorm2d(channels, cond_dim)
+
+
+class _UpBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int | None):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False)
+        self.norm = _g_norm(out_ch, cond_dim)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        return torch.relu(self.norm(self.conv(x), c))
+
+
+class DCGANGenerator(Generator):
+    """Text-conditional DCGAN generator (GAN-INT-CLS); ``conditioning="cbn"`` adds conditional batch norm."""
+
+    resolutions = (32, 64, 128)
+
+    def __init__(
+        self, cfg: DCGANGeneratorConfig | None = None, *, resolution: int = 64, text_dim: int = 128
+    ) -> None:
+        super().__init__()
+        cfg = cfg or DCGANGeneratorConfig()
+        n_up = _check_resolution(type(self), resolution, text_dim)
+        self.cfg, self.resolution, self.text_dim, self.z_dim = cfg, resolution, text_dim, cfg.z_dim
+        cond_dim = cfg.z_dim + cfg.text_proj_dim
+        cbn = cond_dim if cfg.conditioning == "cbn" else None
+        widths = [cfg.ngf * 2 ** i for i in reversed(range(n_up))]  # 4x4 ... R/2, e.g. 8, 4, 2, 1 x ngf
+
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, cfg.text_proj_dim), nn.LeakyReLU(0.2))
+        self.fc = nn.Linear(cond_dim, widths[0] * 16, bias=False)
+        self.fc_norm = _g_norm(widths[0], cbn)
+        self.blocks = nn.ModuleList(_UpBlock(i, o, cbn) for i, o in zip(widths[:-1], widths[1:]))
+        self.to_rgb = nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1)
+        self.apply(_init_dcgan)
+
+    def forward(self, z: Tensor, text: Tensor) -> Tensor:
+        c = torch.cat([z, self.text_proj(text)], dim=1)
+        x = torch.relu(self.fc_norm(self.fc(c).view(c.shape[0], -1, 4, 4), c))
+        for block in self.blocks:
+            x = block(x, c)
+        return torch.tanh(self.to_rgb(x))
+
+
+# --------------------------------------------------------------------------------------------------
+# Discriminator
+
+
+def _down(in_ch: int, out_ch: int, norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(out_ch))
+    return nn.Sequential(*layers, nn.LeakyReLU(0.2))
+
+
+class DCGANDiscriminator(Discriminator):
+    """DCGAN discriminator with a GAN-INT-CLS concat head or a projection head (Miyato & Koyama 2018)."""
+
+    resolutions = (32, 64, 128)
+
+    def __init__(
+        self, cfg: DCGANDiscriminatorConfig | None = None, *, resolution: int = 64, text_dim: int = 128
+    ) -> None:
+        super().__init__()
+        cfg = cfg or DCGANDiscriminatorConfig()
+        n_down = _check_resolution(type(self), resolution, text_dim)
+        self.cfg, self.resolution, self.text_dim = cfg, resolution, text_dim
+        widths = [cfg.ndf * 2 ** i for i in range(n_down)]  # R/2 ... 4x4, e.g. 1, 2, 4, 8 x ndf
+        batch = cfg.norm == "batch"
+        self.blocks = nn.ModuleList(
+            _down(i, o, norm=batch and k > 0) for k, (i, o) in enumerate(zip([3] + widths[:-1], widths))
+        )
+        ch = widths[-1]
+        if cfg.conditioning == "concat":
+            self.text_proj = nn.Sequential(nn.Linear(text_dim, cfg.text_proj_dim), nn.LeakyReLU(0.2))
+            self.joint = nn.Sequential(nn.Conv2d(ch + cfg.text_proj_dim, ch, 1), nn.LeakyReLU(0.2))
+            self.out = nn.Conv2d(ch, 1, 4)
+        else:
+            self.out = nn.Linear(ch, 1)
+            self.embed = nn.Linear(text_dim, ch, bias=False)
+        self.apply(_init_dcgan)
+        if cfg.spectral_norm:
+            for m in [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]:
+                _spectral_norm(m)
+
+    def image_features(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
+        features = []
+        h = image
+        for block in self.blocks:
+            h = block(h)
+            features.append(h)
+        return h, features
+
+    def condition(self, h: Tensor, text: Tensor) -> Tensor:
+        if self.cfg.conditioning == "concat":
+            t = self.text_proj(text)[:, :, None, None].expand(-1, -1, *h.shape[2:])
+            return self.out(self.joint(torch.cat([h, t], dim=1))).flatten()
+        pooled = h.sum(dim=(2, 3))  # h is already LeakyReLU'd
+        return self.out(pooled).flatten() + (self.embed(text) * pooled).sum(dim=1)
