@@ -29,8 +29,11 @@ SPEC_COLOURS = {
     "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (235, 215, 40),
     "magenta": (210, 50, 200), "cyan": (40, 200, 210), "white": (245, 245, 245), "orange": (245, 140, 30),
 }  # fmt: skip
-SPEC_BACKGROUNDS = {"black": (0, 0, 0), "white": (245, 245, 245), "gray": (128, 128, 128), "brown": (110, 70, 30)}
+SPEC_BACKGROUNDS = {
+    "black": (0, 0, 0), "white": (245, 245, 245), "gray": (128, 128, 128), "brown": (110, 70, 30),
+}  # fmt: skip
 SPEC_EXTENT = {"small": 0.22, "large": 0.40}
+ATTRIBUTES = ("shape", "colour", "background", "size", "position")
 THIRDS = {"left": 1 / 6, "top": 1 / 6, "": 1 / 2, "right": 5 / 6, "bottom": 5 / 6}
 
 
@@ -77,7 +80,9 @@ def test_constants_follow_the_spec():
     ]  # fmt: skip
     for name, xy in POSITIONS.items():
         assert xy == pytest.approx(spec_centre(name))
-    assert set(HELD_OUT) == {("triangle", "green"), ("square", "cyan"), ("circle", "orange"), ("cross", "magenta")}
+    assert set(HELD_OUT) == {
+        ("triangle", "green"), ("square", "cyan"), ("circle", "orange"), ("cross", "magenta"),
+    }  # fmt: skip
 
 
 # -- pixels -------------------------------------------------------------------------------------------
@@ -125,11 +130,19 @@ def test_centre_lies_in_its_grid_cell(shape, position):
     assert (int(cx * 3 / r), int(cy * 3 / r)) == (int(fx * 3), int(fy * 3))
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_centred_object_is_mirror_symmetric(shape):
+    alpha = alpha_of(render(shape, "cyan", "black", "large", "center", 64), "cyan", "black")
+    assert np.array_equal(alpha, alpha[:, ::-1])
+    if shape != "triangle":
+        assert np.array_equal(alpha, alpha[::-1]) and np.array_equal(alpha, alpha.T)
+
+
 def test_triangle_apex_is_up():
     r, e = 64, SPEC_EXTENT["large"] * 64
     alpha = alpha_of(render("triangle", "blue", "white", "large", "center", r), "blue", "white")
     top, bottom = alpha[: r // 2].sum(), alpha[r // 2 :].sum()
-    assert bottom == pytest.approx(3 * top, rel=0.05)  # halves of an apex-up triangle: 1/4 and 3/4 of its area
+    assert bottom == pytest.approx(3 * top, rel=0.05)  # apex up: 1/4 of the area is above half height
     assert alpha.sum() == pytest.approx(e * e / 2, rel=0.02)  # base e, height e
     # A row's width grows linearly from the apex down (by base/height = 1 per pixel): fit it on the rows
     # strictly inside the triangle; it starts at the top of the bounding box and reaches e at its bottom.
@@ -148,7 +161,8 @@ def test_cross_is_a_plus_with_arms_a_third_of_its_extent():
     arm_row = int(c - e / 3)  # crosses the vertical arm only
     assert alpha[arm_row].sum() == pytest.approx(e / 3, abs=1)
     assert alpha[c].sum() == pytest.approx(e, abs=1)
-    assert alpha[int(c - e / 3), int(c - e / 3)] == 0 and alpha[int(c + e / 3), int(c + e / 3)] == 0  # not a square
+    inner, outer = int(c - e / 3), int(c + e / 3)
+    assert alpha[inner, inner] == 0 and alpha[outer, outer] == 0  # the corners of its box are empty
     assert alpha.sum() == pytest.approx(5 * (e / 3) ** 2, rel=0.02)
 
 
@@ -203,7 +217,7 @@ def test_attributes_and_captions_do_not_depend_on_resolution_or_size():
     a, b = Shapes(cfg).load("train", 32), Shapes(cfg).load("train", 64)
     assert a.captions == b.captions and torch.equal(a.caption_ids, b.caption_ids)
     assert all(torch.equal(a.attributes[k], b.attributes[k]) for k in a.attributes)
-    bigger = Shapes(ShapesConfig(train_size=600, test_size=10, seed=3)).load("train", 32)  # a prefix is stable
+    bigger = Shapes(ShapesConfig(train_size=600, test_size=10, seed=3)).load("train", 32)  # same prefix
     assert torch.equal(bigger.images[:300], a.images)
     assert [bigger.captions_of(i) for i in range(300)] == [a.captions_of(i) for i in range(300)]
 
@@ -223,9 +237,10 @@ def test_train_and_test_differ_and_hold_out_pairs(train, test_split):
 
 def test_marginals_match_uniform_draws_over_allowed_combinations(train, test_split):
     for data, split in ((train, "train"), (test_split, "test")):
+        combos = itertools.product(SHAPES, SPEC_COLOURS, SPEC_BACKGROUNDS, SPEC_EXTENT, POSITIONS)
         allowed = [
-            c for c in itertools.product(SHAPES, SPEC_COLOURS, SPEC_BACKGROUNDS, SPEC_EXTENT, POSITIONS)
-            if SPEC_COLOURS[c[1]] != SPEC_BACKGROUNDS[c[2]] and not (split == "train" and (c[0], c[1]) in HELD_OUT)
+            c for c in combos
+            if SPEC_COLOURS[c[1]] != SPEC_BACKGROUNDS[c[2]] and not (split == "train" and c[:2] in HELD_OUT)
         ]  # fmt: skip
         n = len(data)
         for k, name in enumerate(("shape", "colour", "background", "size", "position")):
@@ -267,7 +282,7 @@ def test_captions_state_every_attribute_and_only_true_ones(train, test_split):
             assert len(set(caps)) >= 3
             for text in caps:
                 assert text == text.lower() and not text.endswith(".") and text == text.strip(), text
-                assert read_caption(text) == {k: a[k] for k in ("shape", "colour", "background", "size", "position")}
+                assert read_caption(text) == {k: a[k] for k in ATTRIBUTES}
 
 
 def test_caption_templates_vary(train):

@@ -116,8 +116,6 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ValueError(f"train.{key} must be > 0, got {value}")
-        if self.steps is None and self.epochs is None and self.minutes is None:
-            self.steps = DEFAULT_STEPS
 
 
 @dataclass
@@ -180,7 +178,29 @@ def resolve(raw: Mapping[str, Any] | None = None) -> ExperimentConfig:
     A component renamed without resetting its options keeps options meant for the old one; that fails
     later, naming the option, when the component is built.
     """
-    return build_config(ExperimentConfig, merge(ExperimentConfig().to_dict(), raw or {}))
+    cfg = build_config(ExperimentConfig, merge(_defaults(raw or {}), raw or {}))
+    t = cfg.train
+    if t.steps is None and t.epochs is None and t.minutes is None:
+        cfg.train = dataclasses.replace(t, steps=DEFAULT_STEPS)
+    return cfg
+
+
+def _defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The default tree, minus the default components' options where ``raw`` picks another component
+    (the default recipe's ``ngf = 32`` means nothing to a different generator)."""
+    tree = ExperimentConfig().to_dict()
+    def picked(section: str, key: str) -> Any:
+        table = raw.get(section)
+        return table.get(key) if isinstance(table, Mapping) else None
+
+    for section in ("data", "text_encoder", "generator", "discriminator"):
+        name = picked(section, "name")
+        if name is not None and name != tree[section]["name"]:
+            tree[section]["options"] = {}
+    adversarial = picked("loss", "adversarial")
+    if adversarial is not None and adversarial != tree["loss"]["adversarial"]:
+        tree["loss"]["options"] = {}
+    return tree
 
 
 def save_toml(cfg: ExperimentConfig | Mapping[str, Any], path: str | os.PathLike) -> Path:

@@ -28,8 +28,8 @@ def _type_name(tp: Any) -> str:
     if origin in (tuple, list):
         args = [a for a in get_args(tp) if a is not Ellipsis]
         return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}{', ...' if Ellipsis in get_args(tp) else ''}]"
-    if origin is dict:
-        return "table"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a table"
     return getattr(tp, "__name__", str(tp))
 
 

@@ -117,7 +117,7 @@ class _State:
         for kind, (_, hook_name) in KINDS.items():
             hook = getattr(self.pm.hook, hook_name)
             # Call each implementation ourselves so that every entry knows which plugin made it.
-            for impl in reversed(hook.get_hookimpls()):  # registration order
+            for impl in hook.get_hookimpls():  # registration order: built-ins first
                 info = self.infos.get(impl.plugin_name)
                 dist, version = (info.distribution, info.version) if info else (impl.plugin_name, "")
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .errors import DuplicateComponentError, UnknownComponentError
+from .errors import ConfigError, DuplicateComponentError, UnknownComponentError
 from .options import build_config, describe_fields
 
 __all__ = ["Entry", "Registry", "KINDS"]
@@ -120,11 +120,12 @@ class Registry:
         options = {k: v for k, v in (options or {}).items() if v is not None}
         if entry.config is None:
             if options:
-                raise UnknownComponentError(
-                    f"{self.noun} '{name}' takes no options, got: {', '.join(sorted(options))}"
-                )
+                raise ConfigError(f"{self.noun} '{name}' takes no options, got: {', '.join(sorted(options))}")
             return None
-        return build_config(entry.config, options, prefix=f"{self.noun} '{name}' option ")
+        try:
+            return build_config(entry.config, options)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.noun} '{name}': {exc}") from None
 
     def create(self, name: str, options: Mapping[str, Any] | Any = None, **context: Any) -> Any:
         """Build component ``name`` from ``options`` (a dict, or an already-built config) and ``context``."""

@@ -8,4 +8,4 @@ from t2i.hookspecs import hookimpl
 
 @hookimpl
 def t2i_register_datasets(register):
-    register("shapes", Shapes, config=ShapesConfig, help="Coloured shapes with attribute-exact captions, rendered from a seed")
+    register("shapes", Shapes, config=ShapesConfig, help="Coloured shapes with exact captions, from a seed")

@@ -155,16 +155,15 @@ def _inside(shape: str, x: np.ndarray, y: np.ndarray, e: float) -> np.ndarray:
 
 
 def _check_resolution(resolution: Any) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8 or (
-        resolution & (resolution - 1)
-    ):
-        raise UsageError(f"shapes: resolution must be a power of two >= 8 (32, 64, 128, ...), got {resolution!r}")
+    is_int = isinstance(resolution, (int, np.integer)) and not isinstance(resolution, bool)
+    if not is_int or resolution < 8 or resolution & (resolution - 1):
+        raise UsageError(f"shapes: resolution must be a power of two >= 8 (e.g. 32, 64), got {resolution!r}")
     return int(resolution)
 
 
 @lru_cache(maxsize=8)
 def _coverage_table(resolution: int) -> np.ndarray:
-    """``uint8 (72, R, R)``: subpixel counts (0..64) of every object mask, id = (shape*2 + size)*9 + position."""
+    """``uint8 (72, R, R)``: subpixel counts (0..64) of each mask; id = (shape*2 + size)*9 + position."""
     s, r = SUPERSAMPLING, resolution
     sub = (np.arange(r * s) + 0.5) / s  # subpixel centres, in pixels
     table = np.zeros((len(SHAPES), len(SIZES), len(POSITIONS), r, r), np.uint8)
@@ -180,7 +179,7 @@ def _coverage_table(resolution: int) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _blend_table() -> np.ndarray:
-    """``uint8 (colours * backgrounds, 65, 3)``: the pixel for every (colour, background) pair and alpha k/64."""
+    """``uint8 (colours * backgrounds, 65, 3)``: the pixel of each (colour, background) pair at alpha k/64."""
     fg = np.array(list(COLOURS.values()), np.float64)[:, None, None, :]
     bg = np.array(list(BACKGROUNDS.values()), np.float64)[None, :, None, :]
     a = (np.arange(SUPERSAMPLING**2 + 1) / SUPERSAMPLING**2)[None, None, :, None]
@@ -197,7 +196,8 @@ def _code(names: Any, value: str, what: str) -> int:
 
 def alpha_mask(shape: str, size: str, position: str, resolution: int) -> np.ndarray:
     """The object's anti-aliased coverage, ``float64 (R, R)`` in ``[0, 1]`` (multiples of 1/64)."""
-    i, j, k = _code(SHAPES, shape, "shape"), _code(SIZES, size, "size"), _code(POSITIONS, position, "position")
+    i, j = _code(SHAPES, shape, "shape"), _code(SIZES, size, "size")
+    k = _code(POSITIONS, position, "position")
     table = _coverage_table(_check_resolution(resolution))
     return table[(i * len(SIZES) + j) * len(POSITIONS) + k] / SUPERSAMPLING**2
 
@@ -205,14 +205,14 @@ def alpha_mask(shape: str, size: str, position: str, resolution: int) -> np.ndar
 def render(shape: str, colour: str, background: str, size: str, position: str, resolution: int) -> np.ndarray:
     """One image, ``uint8 (R, R, 3)``, exactly as the data set draws it."""
     a = alpha_mask(shape, size, position, resolution)[..., None]
-    _code(COLOURS, colour, "colour"), _code(BACKGROUNDS, background, "background")  # clear errors
-    fg, bg = np.array(COLOURS[colour], np.float64), np.array(BACKGROUNDS[background], np.float64)
+    fg = np.array(list(COLOURS.values())[_code(COLOURS, colour, "colour")], np.float64)
+    bg = np.array(list(BACKGROUNDS.values())[_code(BACKGROUNDS, background, "background")], np.float64)
     return np.rint(bg * (1 - a) + fg * a).astype(np.uint8)
 
 
 def _render_many(codes: dict[str, np.ndarray], resolution: int) -> np.ndarray:
-    """Images for attribute codes. There are only 72 masks x 32 colour pairs distinct images, so render,
-    for each mask, its image in every colour pair (by table look-up), then copy those to the images using it."""
+    """Images for attribute codes. There are only 72 masks x 32 colour pairs = 2304 distinct images: for
+    each mask, make it in every colour pair (a table look-up), then copy those to the images that use it."""
     masks, blend = _coverage_table(resolution), _blend_table()
     mask_id = (codes["shape"] * len(SIZES) + codes["size"]) * len(POSITIONS) + codes["position"]
     pair_id = codes["colour"] * len(BACKGROUNDS) + codes["background"]
@@ -237,7 +237,7 @@ def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
 
 
 def _draw_attributes(seed: int, split: str, n: int, block: int = 4096) -> dict[str, np.ndarray]:
-    """``n`` allowed combinations: candidates in fixed blocks, rejected ones skipped (so prefixes are stable)."""
+    """``n`` allowed combinations: candidates in fixed blocks, rejected ones skipped (prefixes are stable)."""
     rng, kept, total = _rng(seed, split, 0), [], 0
     while total < n:
         cand = (rng.bit_generator.random_raw((block, len(ATTRIBUTES))) % _CARDINALITY).astype(np.int64)
@@ -252,13 +252,15 @@ def _draw_attributes(seed: int, split: str, n: int, block: int = 4096) -> dict[s
     return codes
 
 
-def _draw_captions(seed: int, split: str, codes: dict[str, np.ndarray], k: int) -> tuple[list[str], np.ndarray]:
+def _draw_captions(
+    seed: int, split: str, codes: dict[str, np.ndarray], k: int
+) -> tuple[list[str], np.ndarray]:
     """``k`` distinct templates per image (a seeded shuffle of all of them, first ``k``) -> captions, ids."""
     n = len(codes["shape"])
     keys = _rng(seed, split, 1).bit_generator.random_raw((n, len(TEMPLATES)))
     chosen = np.argsort(keys, axis=1, kind="stable")[:, :k]
-    names = [tuple(SHAPES), tuple(COLOURS), tuple(BACKGROUNDS), tuple(SIZES), tuple(POSITIONS)]
-    columns = [[values[c] for c in codes[attr].tolist()] for attr, values in zip(ATTRIBUTES, names)]
+    names = _attribute_values()
+    columns = [[names[attr][c] for c in codes[attr].tolist()] for attr in ATTRIBUTES]
     index: dict[str, int] = {}
     ids = np.empty((n, k), np.int64)
     for row, (templates, attrs) in enumerate(zip(chosen.tolist(), zip(*columns))):
@@ -289,11 +291,12 @@ class ShapesConfig:
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not 3 <= self.captions_per_image <= len(TEMPLATES):
-            raise ValueError(f"captions_per_image must be in 3..{len(TEMPLATES)}, got {self.captions_per_image}")
+            n = len(TEMPLATES)
+            raise ValueError(f"captions_per_image must be in 3..{n}, got {self.captions_per_image}")
 
 
 class Shapes(Dataset):
-    """Coloured shapes on plain backgrounds with attribute-exact captions; rendered from a seed, no download."""
+    """Coloured shapes on plain backgrounds, with attribute-exact captions; rendered from a seed."""
 
     def __init__(self, cfg: ShapesConfig | None = None):
         self.cfg = cfg or ShapesConfig()
@@ -309,10 +312,12 @@ class Shapes(Dataset):
         if not self.cfg.cache_dir:
             return self._build(split, resolution)
         path = self._cache_path(split, resolution)
-        data = _read_cache(path, split, resolution, self.cfg)
-        if data is None:
-            data = self._build(split, resolution)
-            _write_cache(path, data)
+        n = self.cfg.train_size if split == "train" else self.cfg.test_size
+        cached = _read_cache(path, (n, resolution, self.cfg.captions_per_image))
+        if cached is not None:
+            return _record(*cached, info={**self._info(split, resolution), "cache": str(path)})
+        data = self._build(split, resolution)
+        _write_cache(path, data)
         return data
 
     def _info(self, split: str, resolution: int) -> dict[str, Any]:
@@ -335,21 +340,32 @@ class Shapes(Dataset):
         n = self.cfg.train_size if split == "train" else self.cfg.test_size
         codes = _draw_attributes(self.cfg.seed, split, n)
         captions, ids = _draw_captions(self.cfg.seed, split, codes, self.cfg.captions_per_image)
-        return CaptionedImages(
-            images=torch.from_numpy(_render_many(codes, resolution)),
-            captions=captions,
-            caption_ids=torch.from_numpy(ids),
-            caption_counts=torch.full((n,), ids.shape[1], dtype=torch.int64),
-            attributes={name: torch.from_numpy(v) for name, v in codes.items()},
-            attribute_values=_attribute_values(),
-            info=self._info(split, resolution),
-        )
+        images = _render_many(codes, resolution)
+        return _record(images, captions, ids, codes, info=self._info(split, resolution))
 
     def _cache_path(self, split: str, resolution: int) -> Path:
         key = {k: v for k, v in asdict(self.cfg).items() if k != "cache_dir"}
         key.update(spec_version=SPEC_VERSION, split=split, resolution=resolution)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         return Path(self.cfg.cache_dir) / f"shapes-{split}-{resolution}px-{digest}.npz"
+
+
+def _record(
+    images: np.ndarray,
+    captions: list[str],
+    ids: np.ndarray,
+    codes: dict[str, np.ndarray],
+    info: dict[str, Any],
+) -> CaptionedImages:
+    return CaptionedImages(
+        images=torch.from_numpy(images),
+        captions=captions,
+        caption_ids=torch.from_numpy(ids),
+        caption_counts=torch.full((len(ids),), ids.shape[1], dtype=torch.int64),
+        attributes={name: torch.from_numpy(v) for name, v in codes.items()},
+        attribute_values=_attribute_values(),
+        info=info,
+    )
 
 
 def _attribute_values() -> dict[str, tuple[str, ...]]:
@@ -379,32 +395,25 @@ def _write_cache(path: Path, data: CaptionedImages) -> None:
         raise
 
 
-def _read_cache(path: Path, split: str, resolution: int, cfg: ShapesConfig) -> CaptionedImages | None:
-    """The cached split, or ``None`` when it is missing, unreadable or not what was asked for (it is rebuilt)."""
+def _read_cache(
+    path: Path, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, list[str], np.ndarray, dict[str, np.ndarray]] | None:
+    """(images, captions, caption ids, attribute codes) of a cached split of ``shape`` = (N, R, K), or
+    ``None`` (rebuild it) when the file is missing, unreadable or not what was asked for."""
     if not path.is_file():
         return None
-    n = cfg.train_size if split == "train" else cfg.test_size
+    n, r, k = shape
     try:
         with np.load(path, allow_pickle=False) as z:
             images, ids = z["images"], z["caption_ids"]
             captions = [str(c) for c in z["captions"]]
-            attrs = {name: z[f"attr_{name}"] for name in (*ATTRIBUTES, "seen")}
+            codes = {name: z[f"attr_{name}"] for name in (*ATTRIBUTES, "seen")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     ok = (
-        images.shape == (n, resolution, resolution, 3) and images.dtype == np.uint8
-        and ids.shape == (n, cfg.captions_per_image) and ids.dtype == np.int64
+        images.shape == (n, r, r, 3) and images.dtype == np.uint8
+        and ids.shape == (n, k) and ids.dtype == np.int64
         and int(ids.min()) >= 0 and int(ids.max()) < len(captions)
-        and all(a.shape == (n,) and a.dtype == np.int64 for a in attrs.values())
+        and all(a.shape == (n,) and a.dtype == np.int64 for a in codes.values())
     )  # fmt: skip
-    if not ok:
-        return None
-    return CaptionedImages(
-        images=torch.from_numpy(images),
-        captions=captions,
-        caption_ids=torch.from_numpy(ids),
-        caption_counts=torch.full((n,), ids.shape[1], dtype=torch.int64),
-        attributes={k: torch.from_numpy(v) for k, v in attrs.items()},
-        attribute_values=_attribute_values(),
-        info={**Shapes(cfg)._info(split, resolution), "cache": str(path)},
-    )
+    return (images, captions, ids, codes) if ok else None

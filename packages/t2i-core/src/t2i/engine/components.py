@@ -91,12 +91,13 @@ class Components:
 def build_components(cfg: ExperimentConfig, fit_text: Callable[[TextEncoder, Dataset], None] | None = None) -> Components:
     """Create every component of ``cfg``. ``fit_text(encoder, dataset)`` runs between creating the text
     encoder and the networks (it builds the vocabulary from the training captions)."""
+    for kind, comp in (("generators", cfg.generator), ("discriminators", cfg.discriminator)):
+        _check_resolution(kind, comp.name, cfg.data.resolution)  # before any data is loaded
     dataset, data_opts = build_dataset(cfg)
     encoder, enc_opts = build_text_encoder(cfg)
     if fit_text is not None:
         fit_text(encoder, dataset)
     gen, gen_opts = build_generator(cfg, encoder.dim)
-    _check_resolution("discriminators", cfg.discriminator.name, cfg.data.resolution)
     disc, disc_opts = _create("discriminators", cfg.discriminator, resolution=cfg.data.resolution, text_dim=encoder.dim)
     _check(disc, Discriminator, "discriminator", cfg.discriminator.name)
 

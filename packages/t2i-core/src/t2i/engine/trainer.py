@@ -122,6 +122,8 @@ class Trainer:
                 f"{self.t.batch_size} x {world_size} process(es); lower --batch-size"
             )
         self.total_steps = self._total_steps()
+        if self.total_steps is None and self.t.minutes is None:
+            raise UsageError("no stop condition: set train.steps, train.epochs or train.minutes")
         self.sched_g = make_scheduler(self.opt_g, self.t, self.total_steps)
         self.sched_d = make_scheduler(self.opt_d, self.t, self.total_steps)
         self.ema = (

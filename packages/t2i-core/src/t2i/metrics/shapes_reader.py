@@ -1,0 +1,356 @@
+"""The Shapes attribute reader: a small CNN that reads shape, colour, background, size and position back
+from an image of the built-in Shapes data set (``specs/shapes.md``).
+
+It is t2i's own evaluator, so every number it produces must be reproducible: it is trained from a fixed
+recipe (:class:`ReaderRecipe`) and a seed, saved once per resolution, and reused.
+
+What it learns from. Shapes has a finite universe: 72 object masks (4 shapes x 2 sizes x 9 positions) x 31
+allowed (colour, background) pairs = 2,232 distinct images per resolution. The reader trains on all of
+them, the held-out (shape, colour) pairs included (it must judge generated images of held-out captions
+too), balanced by construction, each seen many times under fresh random augmentation that imitates GAN
+artefacts: Gaussian pixel noise, partial blur (a box blur mixed in), brightness and per-channel colour
+jitter, and a shift of at most one pixel. There are no flips and no crops: position and orientation
+(the triangle points up) are attributes.
+
+Architecture. The input is resized with ``F.interpolate(mode="area")`` to :data:`INPUT_SIZE` (32) px, a box
+filter like the data set's own anti-aliasing, so a 64 px image becomes nearly the 32 px rendering of the
+same scene and one small network serves every resolution (each resolution still gets its own weights, as
+it sees slightly different pixels; 16 px input is upsampled). Then five 3x3 convolutions with batch norm
+and ReLU (widths :attr:`ReaderRecipe.widths`, three of stride 2: 32 -> 4 px), a flatten of the 4x4 map
+(not a global pooling: the map keeps *where*, which the position head needs), one hidden linear layer
+(the reader's feature vector, :meth:`ShapesReader.features`) and five linear heads.
+
+Accuracy. "Real test images" are all in the training universe, so clean accuracy only says the reader
+learned its task; the reader also records its accuracy on the same images under fresh augmentation
+(``val_accuracy_augmented``), which says how far to trust it on imperfect, generated pixels.
+
+Cache: ``<cache>/evaluators/shapes-reader-{R}px-v{VERSION}-{hash}.safetensors`` where ``<cache>`` is the
+``cache_dir`` argument, else ``$T2I_CACHE_DIR``, else ``~/.cache/t2i``, and the hash covers the recipe,
+:data:`VERSION` and the data set's ``SPEC_VERSION``. Bump :data:`VERSION` whenever this file changes what a
+recipe trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, SPEC_VERSION, Shapes, ShapesConfig, render
+from ..errors import UsageError
+
+__all__ = [
+    "VERSION",
+    "INPUT_SIZE",
+    "ATTRIBUTES",
+    "ReaderRecipe",
+    "ShapesReader",
+    "train_reader",
+    "load_reader",
+    "reader_path",
+    "default_cache_dir",
+    "universe",
+]
+
+VERSION = 1  # bump when the code changes what a recipe trains: it keys the cache file
+INPUT_SIZE = 32
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES,
+    "colour": tuple(COLOURS),
+    "background": tuple(BACKGROUNDS),
+    "size": tuple(SIZES),
+    "position": tuple(POSITIONS),
+}
+VAL_SIZE = 2000  # real test images (the Shapes test split, data seed 0) the reader is validated on
+_FORMAT = "t2i-shapes-reader"
+
+
+@dataclass(frozen=True)
+class ReaderRecipe:
+    """Everything that decides the reader's weights (with the code's :data:`VERSION`); hashed into its file name."""
+
+    resolution: int
+    seed: int = 0
+    steps: int = 700
+    batch_size: int = 64
+    lr: float = 3e-3
+    widths: tuple[int, ...] = (24, 32, 48, 64, 64)
+    hidden: int = 128
+    noise_max: float = 0.08  # per-image Gaussian pixel noise std ~ U(0, noise_max), on [0, 1] pixels
+    blur_prob: float = 0.5  # probability of mixing in a 3x3 box blur, with weight ~ U(0, 1)
+    brightness: float = 0.1  # per-image gain ~ U(1 - b, 1 + b)
+    offset: float = 0.05  # per-image offset ~ U(-o, o), plus per-channel offset ~ U(-o/2, o/2)
+    max_shift: int = 1  # whole-pixel shift (at INPUT_SIZE), replicate padding
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "widths": list(self.widths), "version": VERSION, "spec_version": SPEC_VERSION,
+                "input_size": INPUT_SIZE}  # fmt: skip
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- the network -------------------------------------------------------------------------------------
+class ShapesReader(nn.Module):
+    """uint8 Shapes images ``(N, R, R, 3)`` -> the five attribute codes (:meth:`predict`).
+
+    ``info`` says where the weights came from: file name, sha256 of the weights, validation accuracy.
+    """
+
+    def __init__(self, resolution: int, widths: tuple[int, ...] = ReaderRecipe.widths, hidden: int = 128):
+        super().__init__()
+        self.resolution = _check_resolution(resolution)
+        layers: list[nn.Module] = []
+        strides = (1, 2, 1, 2, 2)
+        if len(widths) != len(strides):
+            raise ValueError(f"widths must have {len(strides)} entries, got {widths}")
+        c_in = 3
+        for c_out, stride in zip(widths, strides):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.trunk = nn.Sequential(*layers)
+        side = INPUT_SIZE // 8
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden), nn.ReLU(inplace=True))
+        self.heads = nn.ModuleDict({name: nn.Linear(hidden, len(values)) for name, values in ATTRIBUTES.items()})
+        self.info: dict[str, Any] = {}
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """uint8 ``(N, R, R, 3)`` -> float ``(N, 3, 32, 32)`` in ``[0, 1]`` (area-resized)."""
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1:] != (self.resolution,) * 2 + (3,):
+            raise UsageError(
+                f"shapes reader: expected uint8 images of shape (N, {self.resolution}, {self.resolution}, 3), "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
+        x = images.permute(0, 3, 1, 2).float().div_(255)
+        return x if self.resolution == INPUT_SIZE else F.interpolate(x, size=INPUT_SIZE, mode="area")
+
+    def features(self, x: Tensor) -> Tensor:
+        """Prepared images (``[0, 1]``, 32 px) -> the hidden feature vector ``(N, hidden)``."""
+        return self.hidden(self.trunk(x * 2 - 1))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Prepared images -> logits per attribute."""
+        h = self.features(x)
+        return {name: head(h) for name, head in self.heads.items()}
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, batch_size: int = 500) -> dict[str, Tensor]:
+        """uint8 images ``(N, R, R, 3)`` -> ``{attribute: int64 (N,)}`` codes (on the CPU), in eval mode."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out: dict[str, list[Tensor]] = {name: [] for name in ATTRIBUTES}
+        try:
+            for start in range(0, len(images), batch_size):
+                x = self.prepare(images[start : start + batch_size].to(device))
+                for name, logits in self(x).items():
+                    out[name].append(logits.argmax(1).cpu())
+        finally:
+            self.train(was_training)
+        empty = torch.empty(0, dtype=torch.int64)
+        return {name: torch.cat(parts) if parts else empty for name, parts in out.items()}
+
+
+def _check_resolution(resolution: Any) -> int:
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 16 or resolution & (resolution - 1):
+        raise UsageError(f"shapes reader: resolution must be a power of two >= 16, got {resolution!r}")
+    return resolution
+
+
+# -- training ----------------------------------------------------------------------------------------
+def universe(resolution: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """Every distinct Shapes image at ``resolution``: uint8 ``(2232, R, R, 3)`` and its attribute codes."""
+    images, codes = [], {name: [] for name in ATTRIBUTES}
+    for s, shape in enumerate(SHAPES):
+        for c, colour in enumerate(COLOURS):
+            for b, background in enumerate(BACKGROUNDS):
+                if COLOURS[colour] == BACKGROUNDS[background]:  # the data set never draws white on white
+                    continue
+                for z, size in enumerate(SIZES):
+                    for p, position in enumerate(POSITIONS):
+                        images.append(render(shape, colour, background, size, position, resolution))
+                        for name, code in zip(ATTRIBUTES, (s, c, b, z, p)):
+                            codes[name].append(code)
+    return torch.from_numpy(np.stack(images)), {k: torch.tensor(v, dtype=torch.int64) for k, v in codes.items()}
+
+
+def augment(x: Tensor, recipe: ReaderRecipe, gen: torch.Generator) -> Tensor:
+    """Imitate GAN artefacts on prepared images ``(N, 3, 32, 32)`` in ``[0, 1]``; draws from ``gen`` only."""
+    n = x.shape[0]
+
+    def u(*shape: int) -> Tensor:  # U(0, 1) on x's device, drawn on the CPU so any device gives the same draws
+        return torch.rand(shape, generator=gen).to(x.device)
+
+    if recipe.max_shift:
+        m = recipe.max_shift
+        padded = F.pad(x, (m, m, m, m), mode="replicate")
+        shifts = torch.randint(0, 2 * m + 1, (n, 2), generator=gen).tolist()
+        x = torch.stack([padded[i, :, dy : dy + INPUT_SIZE, dx : dx + INPUT_SIZE] for i, (dy, dx) in enumerate(shifts)])
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    w = u(n, 1, 1, 1) * (u(n, 1, 1, 1) < recipe.blur_prob)
+    x = x * (1 - w) + blurred * w
+    gain = 1 + recipe.brightness * (2 * u(n, 1, 1, 1) - 1)
+    shift = recipe.offset * (2 * u(n, 1, 1, 1) - 1) + recipe.offset / 2 * (2 * u(n, 3, 1, 1) - 1)
+    noise = torch.randn(x.shape, generator=gen).to(x.device) * (recipe.noise_max * u(n, 1, 1, 1))
+    return (x * gain + shift + noise).clamp_(0, 1)
+
+
+def train_reader(
+    resolution: int,
+    *,
+    seed: int = 0,
+    steps: int = ReaderRecipe.steps,
+    batch_size: int = ReaderRecipe.batch_size,
+    device: str | torch.device = "cpu",
+) -> ShapesReader:
+    """Train a reader for ``resolution`` from :class:`ReaderRecipe` (same seed and device, same weights).
+
+    The result carries ``info`` with the recipe, its validation accuracy (clean and augmented) on
+    :data:`VAL_SIZE` real test images, and the training time. Training on the CPU is the reference.
+    """
+    recipe = ReaderRecipe(resolution=_check_resolution(resolution), seed=seed, steps=steps, batch_size=batch_size)
+    start = time.perf_counter()
+    images, codes = universe(resolution)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the global RNG is left as it was
+        torch.manual_seed(seed)
+        reader = ShapesReader(resolution, recipe.widths, recipe.hidden)
+    reader.to(device).train()
+    x_all = reader.prepare(images.to(device))
+    y_all = {name: v.to(device) for name, v in codes.items()}
+    opt = torch.optim.Adam(reader.parameters(), lr=recipe.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.15)
+    order = torch.empty(0, dtype=torch.int64)
+    for _ in range(steps):
+        if len(order) < batch_size:  # epochs of a seeded permutation: every image equally often
+            order = torch.cat([order, torch.randperm(len(images), generator=gen)])
+        idx, order = order[:batch_size], order[batch_size:]
+        logits = reader(augment(x_all[idx.to(device)], recipe, gen))
+        loss = sum(F.cross_entropy(logits[name], y_all[name][idx.to(device)]) for name in ATTRIBUTES)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    reader.eval()
+    train_seconds = time.perf_counter() - start
+    clean, augmented = validate(reader, recipe)
+    reader.info = {
+        "recipe": recipe.to_dict(),
+        "recipe_hash": recipe.digest(),
+        "val_accuracy": clean,
+        "val_accuracy_augmented": augmented,
+        "val_size": VAL_SIZE,
+        "train_seconds": round(train_seconds, 1),
+        "sha256": weights_sha256(reader),
+    }
+    return reader
+
+
+@torch.no_grad()
+def validate(reader: ShapesReader, recipe: ReaderRecipe) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-attribute accuracy on the first :data:`VAL_SIZE` real test images: clean, and augmented (seed 1234)."""
+    test = Shapes(ShapesConfig(train_size=1, test_size=VAL_SIZE)).load("test", reader.resolution)
+    clean = _accuracy(reader.predict(test.images), test.attributes)
+    reader.eval()
+    device = next(reader.parameters()).device
+    gen = torch.Generator().manual_seed(1234)
+    predicted: dict[str, list[Tensor]] = {name: [] for name in ATTRIBUTES}
+    for start in range(0, len(test), 500):
+        x = augment(reader.prepare(test.images[start : start + 500].to(device)), recipe, gen)
+        for name, logits in reader(x).items():
+            predicted[name].append(logits.argmax(1).cpu())
+    augmented = _accuracy({k: torch.cat(v) for k, v in predicted.items()}, test.attributes)
+    return clean, augmented
+
+
+def _accuracy(predicted: dict[str, Tensor], truth: dict[str, Tensor]) -> dict[str, float]:
+    return {name: round((predicted[name] == truth[name]).double().mean().item(), 4) for name in ATTRIBUTES}
+
+
+def weights_sha256(reader: nn.Module) -> str:
+    """sha256 over the weights (names, dtypes, shapes, bytes in name order): independent of file metadata."""
+    h = hashlib.sha256()
+    for name, t in sorted(reader.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+# -- the cache ---------------------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """``$T2I_CACHE_DIR``, else ``~/.cache/t2i``."""
+    return Path(os.environ.get("T2I_CACHE_DIR") or Path.home() / ".cache" / "t2i")
+
+
+def reader_path(resolution: int, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the default reader of ``resolution`` is (or will be) saved."""
+    recipe = ReaderRecipe(resolution=_check_resolution(resolution))
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    return root / "evaluators" / f"shapes-reader-{resolution}px-v{VERSION}-{recipe.digest()}.safetensors"
+
+
+def load_reader(resolution: int, cache_dir: str | os.PathLike | None = None) -> ShapesReader:
+    """The default reader of ``resolution``: read from the cache, or trained (default recipe) and saved there.
+
+    A file that cannot be read, or does not hold this recipe's weights, is trained again and replaced.
+    """
+    path = reader_path(resolution, cache_dir)
+    reader = _read(path, resolution)
+    if reader is None:
+        reader = train_reader(resolution)
+        _write(path, reader)
+    reader.info["file"] = path.name
+    return reader
+
+
+def _write(path: Path, reader: ShapesReader) -> None:
+    """Save atomically: a temporary file in the same directory, then ``os.replace``."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in reader.state_dict().items()}
+    metadata = {"format": _FORMAT, **{k: json.dumps(v) for k, v in reader.info.items()}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path, resolution: int) -> ShapesReader | None:
+    """The reader saved at ``path``, or ``None`` when it is missing, unreadable or not this recipe's."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    recipe = ReaderRecipe(resolution=resolution)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if metadata.get("format") != _FORMAT:
+            return None
+        info = {k: json.loads(v) for k, v in metadata.items() if k != "format"}
+        if info.get("recipe_hash") != recipe.digest():
+            return None
+        reader = ShapesReader(resolution, recipe.widths, recipe.hidden)
+        reader.load_state_dict(tensors, strict=True)
+    except Exception:  # a corrupt or foreign file of any kind: train again
+        return None
+    reader.eval()
+    reader.info = {**info, "sha256": weights_sha256(reader)}
+    return reader

@@ -1,0 +1,202 @@
+"""The training engine: a real step, checkpoints, bit-exact resume, divergence, composition of terms."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import t2i
+from t2i import plugins
+from t2i.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from t2i.engine.trainer import Trainer
+from t2i.errors import UsageError
+from t2i.interfaces import LossTerm
+
+from conftest import tiny_config
+
+
+def weights(run_dir, step, name="generator"):
+    return load_file(str(run_dir / "checkpoints" / f"step_{step:08d}" / f"{name}.safetensors"))
+
+
+def test_a_run_writes_its_folder(tmp_path):
+    cfg = tiny_config(train={"sample_every": 3})
+    result = Trainer(cfg, tmp_path / "run", quiet=True, tensorboard=True).fit()
+    run = tmp_path / "run"
+    assert result.status == "finished" and result.step == 6
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [2, 4, 6]
+    for key in ("d/adv", "d/matching_aware", "d/total", "g/adv", "g/total", "lr/g", "lr/d", "img_per_s"):
+        assert all(isinstance(x[key], float) for x in lines), key
+    assert (run / "samples" / "step_00000003.png").is_file() and (run / "samples" / "latest.png").is_file()
+    assert any((run / "tensorboard").iterdir())
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000003", "step_00000006"]
+    summary = (run / "summary.md").read_text()
+    assert "finished" in summary and "samples/step_00000006.png" in summary and "matching_aware" in summary
+    saved = t2i.config.load_toml(run / "config.toml")
+    assert saved["generator"]["options"]["ngf"] == 8 and "conditioning" in saved["generator"]["options"]
+
+
+def test_training_changes_both_networks_and_keeps_ema_separate(tmp_path):
+    trainer = Trainer(tiny_config(), tmp_path / "run", quiet=True, tensorboard=False)
+    g0 = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    d0 = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    trainer.fit()
+    assert any(not torch.equal(g0[k], v) for k, v in trainer.G.state_dict().items())
+    assert any(not torch.equal(d0[k], v) for k, v in trainer.D.state_dict().items())
+    ema = trainer.ema.module.state_dict()
+    assert any(not torch.equal(ema[k], v) for k, v in trainer.G.state_dict().items() if v.is_floating_point())
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    straight = Trainer(tiny_config(train={"steps": 8, "checkpoint_every": 4}), tmp_path / "a", quiet=True, tensorboard=False)
+    straight.fit()
+    first = Trainer(tiny_config(train={"steps": 4, "checkpoint_every": 4}), tmp_path / "b", quiet=True, tensorboard=False)
+    first.fit()
+    resumed = Trainer(tiny_config(train={"steps": 8, "checkpoint_every": 4}), tmp_path / "b", resume=True, quiet=True, tensorboard=False)
+    assert resumed.step == 4
+    resumed.fit()
+    for name in ("generator", "discriminator", "generator_ema", "text_encoder"):
+        a, b = weights(tmp_path / "a", 8, name), weights(tmp_path / "b", 8, name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
+    state_a = load_checkpoint(tmp_path / "a" / "checkpoints" / "step_00000008").state
+    state_b = load_checkpoint(tmp_path / "b" / "checkpoints" / "step_00000008").state
+    assert torch.equal(state_a["rng"], state_b["rng"])
+
+
+def test_resume_across_an_epoch_boundary_is_bit_identical(tmp_path):
+    # 256 images / batch 16 = 16 batches per epoch; stop at 10, resume to 20
+    straight = Trainer(tiny_config(train={"steps": 20, "checkpoint_every": 10}), tmp_path / "a", quiet=True, tensorboard=False)
+    straight.fit()
+    Trainer(tiny_config(train={"steps": 10, "checkpoint_every": 10}), tmp_path / "b", quiet=True, tensorboard=False).fit()
+    resumed = Trainer(tiny_config(train={"steps": 20, "checkpoint_every": 10}), tmp_path / "b", resume=True, quiet=True, tensorboard=False)
+    resumed.fit()
+    assert resumed.epoch == 1
+    a, b = weights(tmp_path / "a", 20), weights(tmp_path / "b", 20)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_epochs_stop_condition_and_d_steps(tmp_path):
+    cfg = tiny_config(train={"steps": None, "epochs": 1.0, "d_steps": 2, "checkpoint_every": 0})
+    result = Trainer(cfg, tmp_path / "run", quiet=True, tensorboard=False).fit()
+    assert result.step == 8  # 16 batches per epoch, 2 per generator step
+
+
+def test_a_killed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    tensors = {"net": {"w": torch.ones(3)}}
+    save_checkpoint(folder, 1, tensors, {"step": 1}, {})
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt  # the process is killed while writing state.pt
+
+    monkeypatch.setattr(torch, "save", die)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(folder, 2, {"net": {"w": torch.zeros(3)}}, {"step": 2}, {})
+    assert latest_checkpoint(folder).name == "step_00000001"
+    assert torch.equal(load_checkpoint(latest_checkpoint(folder)).weights["net"]["w"], torch.ones(3))
+
+
+def test_keep_last_k_checkpoints(tmp_path):
+    for step in range(1, 6):
+        save_checkpoint(tmp_path, step, {"net": {"w": torch.full((2,), float(step))}}, {}, {}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000004", "step_00000005"]
+
+
+class NaNAfter(LossTerm):
+    """A deliberately broken term: finite for two steps, then NaN."""
+
+    def g_loss(self, out):
+        value = out.fake.logits.mean() * 0
+        return value + (float("nan") if out.step >= 2 else 0.0)
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    plugin = types.ModuleType("nanplugin")
+    plugin.t2i_register_losses = t2i.hookimpl(lambda register: register("nan_after", NaNAfter))
+    plugins.register_plugin(plugin, name="nanplugin")
+    cfg = tiny_config(loss={"terms": {"nan_after": 1.0}}, train={"steps": 20, "log_every": 4, "checkpoint_every": 2})
+    result = Trainer(cfg, tmp_path / "run", quiet=True, tensorboard=False).fit()
+    assert result.status == "diverged"
+    assert "g/nan_after" in result.message
+    assert result.checkpoint is not None and result.checkpoint.name == "step_00000002"
+    g = weights(tmp_path / "run", 2)
+    assert all(torch.isfinite(v).all() for v in g.values())
+
+
+class CountingTerm(LossTerm):
+    """Records what the engine handed it; adds nothing to the loss."""
+
+    needs = frozenset({"real_in_g_step", "real_grad"})
+    seen: list = []
+
+    def d_loss(self, out):
+        CountingTerm.seen.append(("d", out.real.features is not None, out.real_images.requires_grad))
+        return out.real.logits.sum() * 0
+
+    def g_loss(self, out):
+        CountingTerm.seen.append(("g", out.real is not None, None))
+        return None
+
+
+def test_terms_declare_what_they_need_and_the_engine_provides_it(tmp_path):
+    plugin = types.ModuleType("countplugin")
+    plugin.t2i_register_losses = t2i.hookimpl(lambda register: register("counting", CountingTerm))
+    plugins.register_plugin(plugin, name="countplugin")
+    CountingTerm.seen = []
+    cfg = tiny_config(loss={"terms": {"counting": 0.5}}, train={"steps": 2, "checkpoint_every": 0})
+    Trainer(cfg, tmp_path / "run", quiet=True, tensorboard=False).fit()
+    assert ("d", True, True) in CountingTerm.seen and ("g", True, None) in CountingTerm.seen
+
+
+def test_adversarial_and_term_roles_are_checked(tmp_path):
+    with pytest.raises(UsageError, match="is a loss term, not an adversarial loss"):
+        Trainer(tiny_config(loss={"adversarial": "matching_aware"}), tmp_path / "a", quiet=True)
+    with pytest.raises(UsageError, match="is an adversarial loss; choose it with --loss"):
+        Trainer(tiny_config(loss={"terms": {"bce": 1.0}}), tmp_path / "b", quiet=True)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written
+
+
+def test_unsupported_resolution_fails_before_training(tmp_path):
+    with pytest.raises(UsageError, match=r"generator 'dcgan' supports resolutions 32, 64, 128, not 16"):
+        Trainer(tiny_config(data={"resolution": 16}), tmp_path / "run", quiet=True)
+
+
+@pytest.mark.parametrize("adversarial", ["bce", "hinge"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine_restarts", "linear"])
+def test_losses_and_schedules_train(tmp_path, adversarial, schedule):
+    cfg = tiny_config(loss={"adversarial": adversarial}, train={"schedule": schedule, "t0": 4, "steps": 3, "checkpoint_every": 0})
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True, tensorboard=False)
+    result = trainer.fit()
+    assert result.status == "finished"
+    lr = trainer.opt_g.param_groups[0]["lr"]
+    if schedule == "constant":
+        assert lr == pytest.approx(2e-4)
+    elif schedule == "linear":
+        assert lr == pytest.approx(0.0)
+    else:
+        assert 0 < lr < 2e-4
+
+
+def test_bf16_autocast_grad_clip_and_trainable_text_encoder(tmp_path):
+    cfg = tiny_config(
+        text_encoder={"options": {"trainable": True}},
+        train={"precision": "bf16", "grad_clip": 1.0, "lr_g": 1e-4, "lr_d": 4e-4, "betas": [0.5, 0.999], "steps": 3, "checkpoint_every": 0},
+    )
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True, tensorboard=False)
+    before = trainer.encoder.embedding.weight.detach().clone()
+    result = trainer.fit()
+    assert result.status == "finished" and trainer.precision.name == "bf16"
+    assert not torch.equal(before, trainer.encoder.embedding.weight)  # trained with D
+    assert trainer.opt_g.param_groups[0]["betas"] == (0.5, 0.999)
+
+
+def test_fp16_on_cpu_is_refused_with_one_line(tmp_path):
+    with pytest.raises(t2i.ConfigError, match="fp16 needs a CUDA device"):
+        Trainer(tiny_config(train={"precision": "fp16"}), tmp_path / "run", quiet=True)
