@@ -122,7 +122,8 @@ def test_help_lists_installed_components_in_panels():
     assert described.returncode == 0 and "spectral_norm" in described.stdout and "bool" in described.stdout
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "t2i", "run", *TINY_FLAGS, "--steps", "100000", "--checkpoint-every", "0",
            "--log-every", "1", "--out", str(run), "--quiet"]
@@ -133,7 +134,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "checkpoint saved" in stderr

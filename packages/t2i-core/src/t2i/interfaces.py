@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "TrainingHooks",
     "TextEncoder",
     "Generator",
     "Discriminator",
@@ -32,11 +33,22 @@ __all__ = [
 ]
 
 
+class TrainingHooks:
+    """Called by the engine on every component (networks, text encoder, losses) before each training step.
+
+    ``images_seen`` counts real images shown to D so far (restored on resume), so a schedule driven by it
+    (progressive growing's fade-in, an augmentation probability) continues exactly after a resume.
+    """
+
+    def on_train_step(self, step: int, images_seen: int) -> None:
+        """Default: nothing."""
+
+
 # --------------------------------------------------------------------------------------------------
 # Text encoders
 
 
-class TextEncoder(nn.Module, abc.ABC):
+class TextEncoder(nn.Module, TrainingHooks, abc.ABC):
     """Captions -> embeddings of size :attr:`dim`.
 
     Captions are turned into a tensor once (:meth:`tokenize`, for every distinct caption of a data set)
@@ -80,14 +92,17 @@ class TextEncoder(nn.Module, abc.ABC):
 # Generators and discriminators
 
 
-class Generator(nn.Module, abc.ABC):
+class Generator(nn.Module, TrainingHooks, abc.ABC):
     """Noise ``(B, z_dim)`` + text embedding ``(B, text_dim)`` -> image ``(B, 3, R, R)`` in ``[-1, 1]``.
 
-    Factories are called as ``factory(cfg, resolution=R, text_dim=D)``; the generator declares what it
-    supports through the class attribute :attr:`resolutions`.
+    Factories are called as ``factory(cfg, resolution=R, text_dim=D)``. What the generator supports is
+    declared as class attributes and checked before the first step: :attr:`resolutions`, and
+    :attr:`progressive` (a progressively grown generator needs a progressive discriminator). A progressive
+    generator still returns images at the full resolution (its current output upsampled).
     """
 
     resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
+    progressive: ClassVar[bool] = False
     z_dim: int
     resolution: int
     text_dim: int
@@ -111,16 +126,20 @@ class DiscOutput:
     mismatched_logits: Tensor | None = None
 
 
-class Discriminator(nn.Module, abc.ABC):
+class Discriminator(nn.Module, TrainingHooks, abc.ABC):
     """Image + text embedding -> :class:`DiscOutput`.
 
     Implement two halves, as DF-GAN separates ``NetD`` and ``NetC``: :meth:`image_features` (text-free
     trunk) and :meth:`condition` (the text-conditional head). :meth:`forward` scores the image against
     its caption and, if ``mismatched_text`` is given, against that too without re-running the trunk.
-    Factories are called as ``factory(cfg, resolution=R, text_dim=D)``.
+    Factories are called as ``factory(cfg, resolution=R, text_dim=D)``. Declared capabilities:
+    :attr:`resolutions`, :attr:`progressive`, :attr:`provides_features` (intermediate features for
+    feature matching and similar terms).
     """
 
     resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
+    progressive: ClassVar[bool] = False
+    provides_features: ClassVar[bool] = True
     resolution: int
     text_dim: int
 
@@ -159,16 +178,19 @@ class StepOutputs:
     text: Tensor
     adversarial: "AdversarialLoss"
     discriminator: nn.Module | None = None
+    generator: nn.Module | None = None
     step: int = 0
 
 
-class LossTerm(nn.Module):
+class LossTerm(nn.Module, TrainingHooks):
     """A weighted contribution to the D loss, the G loss, or both. Return ``None`` where it does not apply.
 
     ``needs`` tells the engine what to compute for this term: ``"mismatched"`` (D scores real images
     against rolled captions), ``"real_in_g_step"`` (D runs on real images during the G step, e.g. for
-    feature matching), ``"real_grad"`` (real images require grad, for gradient penalties).
-    Factories are called as ``factory(cfg)``.
+    feature matching), ``"real_grad"`` (real images require grad, for gradient penalties),
+    ``"features"`` (the discriminator must provide intermediate features). ``generator`` in
+    :class:`StepOutputs` gives access to auxiliary outputs a generator keeps (e.g. conditioning
+    augmentation's mean and log-variance for its KL term). Factories are called as ``factory(cfg)``.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()

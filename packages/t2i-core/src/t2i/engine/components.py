@@ -68,6 +68,21 @@ def _check_resolution(kind: str, name: str, resolution: int) -> None:
         )
 
 
+def _check_compatible(gen: Generator, disc: Discriminator, terms: list[tuple[str, float, LossTerm]], cfg: ExperimentConfig) -> None:
+    """Refuse combinations that cannot train, before the first step, in one line."""
+    g, d = cfg.generator.name, cfg.discriminator.name
+    if gen.progressive and not disc.progressive:
+        raise UsageError(f"generator '{g}' grows progressively but discriminator '{d}' has a fixed resolution; "
+                         f"pair it with a progressive discriminator")
+    if disc.progressive and not gen.progressive:
+        raise UsageError(f"discriminator '{d}' grows progressively but generator '{g}' does not; "
+                         f"pair it with a progressive generator")
+    for name, _, term in terms:
+        if "features" in term.needs and not disc.provides_features:
+            raise UsageError(f"loss term '{name}' needs intermediate discriminator features, "
+                             f"which discriminator '{d}' does not provide")
+
+
 @dataclass
 class Components:
     """Everything a training run is made of, plus the config with every option written out."""
@@ -126,6 +141,7 @@ def build_components(cfg: ExperimentConfig, fit_text: Callable[[TextEncoder, Dat
     if unknown_opts:
         raise UsageError(f"loss.term_options has options for terms that are not used: {', '.join(sorted(unknown_opts))}")
 
+    _check_compatible(gen, disc, terms, cfg)
     resolved = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, options=data_opts),

@@ -135,6 +135,7 @@ class Trainer:
         self.D_step = torch.compile(self.D) if self.t.compile else self.D
 
         self.captions = CaptionTable(self.encoder, self.train_data.captions, self.device)
+        self._hooked = [self.G, self.D, self.encoder, self.parts.adversarial, *(t for _, _, t in self.parts.terms)]
         self.images = self.train_data.images  # uint8 (N, R, R, 3), stays where the data set put it
         self.caption_ids = self.train_data.caption_ids
         self.caption_counts = self.train_data.caption_counts
@@ -211,7 +212,7 @@ class Trainer:
         with self.precision.autocast():
             real_out = self.D_step(real, text, mismatched)
             fake_out = self.D_step(fake, text)
-        out = StepOutputs(real_out, fake_out, real, fake, text, self.parts.adversarial, self.D, self.step)
+        out = StepOutputs(real_out, fake_out, real, fake, text, self.parts.adversarial, self.D, self.G, self.step)
         losses = {"adv": self.parts.adversarial.d_loss(out)}
         total = losses["adv"]
         for name, weight, term in self.parts.terms:
@@ -238,7 +239,7 @@ class Trainer:
                 if "real_in_g_step" in self.needs:
                     with torch.no_grad():
                         real_out = self.D_step(real, text)
-            out = StepOutputs(real_out, fake_out, real, fake, text, self.parts.adversarial, self.D, self.step)
+            out = StepOutputs(real_out, fake_out, real, fake, text, self.parts.adversarial, self.D, self.G, self.step)
             losses = {"adv": self.parts.adversarial.g_loss(out)}
             total = losses["adv"]
             for name, weight, term in self.parts.terms:
@@ -253,8 +254,17 @@ class Trainer:
         losses["total"] = total
         return {f"g/{k}": v.detach() for k, v in losses.items()}
 
+    @property
+    def images_seen(self) -> int:
+        """Real images shown to D so far, over all processes (drives schedules such as progressive growing)."""
+        per_batch = self.t.batch_size * self.world_size
+        return (self.epoch * self.batches_per_epoch + self.position) * per_batch
+
     def train_step(self) -> dict[str, torch.Tensor]:
         """``d_steps`` discriminator steps, then one generator step on the last batch's captions."""
+        seen = self.images_seen
+        for component in self._hooked:
+            component.on_train_step(self.step, seen)
         for _ in range(self.t.d_steps):
             real, cid = self._next_batch()
             text = self.captions(cid)
@@ -269,7 +279,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def fit(self) -> RunResult:
-        previous = _install_sigint(self._on_sigint)
+        previous = _install_signals(self._on_signal)
         progress = Progress(self.total_steps, self.t.minutes, self.step, quiet=self.quiet or self.rank != 0)
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps = time.perf_counter(), 0
@@ -314,7 +324,7 @@ class Trainer:
             else:
                 ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         finally:
-            _restore_sigint(previous)
+            _restore_signals(previous)
         ips = self._images_per_second()
         result = RunResult(self.run_dir, status, self.step, self.elapsed, ips, samples_path, ckpt, last, message)
         self.writer.text("summary.md", self.summary(result))
@@ -326,10 +336,10 @@ class Trainer:
             return True
         return self.t.minutes is not None and self.elapsed >= self.t.minutes * 60
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._stop_signal:  # second Ctrl-C: stop now, without saving
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal:  # a second Ctrl-C: stop now, without saving
             raise KeyboardInterrupt
-        self._stop_signal = "interrupted"
+        self._stop_signal = signal.Signals(signum).name
 
     def _log(self, sums: dict[str, torch.Tensor], steps: int, seconds: float) -> dict[str, float]:
         record = {k: float(v) / steps for k, v in sums.items()}
@@ -470,16 +480,17 @@ def _ckpt_step(path: Path) -> int:
     return int(path.name.split("_")[-1])
 
 
-def _install_sigint(handler: Any) -> Any:
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and what schedulers send before killing a job
+
+
+def _install_signals(handler: Any) -> dict[int, Any]:
+    """Finish the current step, save and stop on Ctrl-C / SIGTERM. Not in the main thread: no handling."""
     try:
-        return signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread (e.g. a notebook worker): no Ctrl-C handling
-        return None
+        return {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    except ValueError:
+        return {}
 
 
-def _restore_sigint(previous: Any) -> None:
-    if previous is not None:
-        try:
-            signal.signal(signal.SIGINT, previous)
-        except ValueError:
-            pass
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

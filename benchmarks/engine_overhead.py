@@ -1,0 +1,286 @@
+"""Engine overhead: steady-state training img/s of ``t2i run`` against a minimal hand-written PyTorch loop.
+
+Both sides train the default recipe (Shapes data, frozen bag-of-words text encoder, DCGAN G and D,
+hinge loss + matching-aware term, Adam, EMA of G) with the same networks, the same initial weights,
+the same data tensors and the same batch size; the figure of merit is ``engine img/s / hand img/s``
+(target >= 0.97: the engine may cost at most 3 % over code a competent PyTorch user would write).
+
+What is timed, and why:
+
+- **Engine**: the real ``Trainer.fit()``, i.e. the loop ``t2i run`` runs, with its per-step metric
+  sums, its divergence check, its metrics.jsonl and TensorBoard logging every ``log_every`` steps
+  (TensorBoard on by default, as in ``t2i run``) and its progress lines (``quiet=True``). Intermediate
+  sampling and checkpointing are off (``sample_every = checkpoint_every = 0``); the end-of-run sample
+  grid and checkpoint happen after the timed window. The only instrumentation is a wrapper around
+  ``trainer.train_step`` that reads the clock as each step starts, so the window from the start of
+  step ``warmup`` to the start of step ``warmup + steps`` holds exactly ``steps`` full iterations of
+  ``fit``'s loop (step, bookkeeping, logging) and nothing else. ``fit()`` runs once per Trainer
+  (it closes the run's writer), so each engine repeat builds a fresh Trainer, exactly as each
+  ``t2i run`` does; the initial weights are checked to be identical every time.
+- **Hand loop**: the ~40 lines of :func:`hand_loop`: a per-epoch permutation, a random caption per image
+  from the precomputed embedding table, the hinge + matching-aware losses written inline, Adam with the
+  engine's settings, D frozen during the G step, ``AveragedModel`` EMA, and a printed loss line every
+  ``log_every`` steps. It trains ``copy.deepcopy`` copies of the engine's freshly initialised G and D,
+  and is timed the same way (clock read at the start of every iteration).
+
+Engine and hand repeats alternate (A B A B ...) so that drift in machine load hits both alike; the
+script reports the median of each and their ratio. On CUDA the device is synchronised at the two ends
+of each timed window only.
+
+Run: ``.venv/bin/python benchmarks/engine_overhead.py`` (``--help`` for options). On a shared machine,
+``--threads 1`` avoids the collapse of 2-thread OpenMP kernels when another process holds a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import io
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from t2i.config import resolve
+from t2i.engine.trainer import Trainer
+
+TARGET = 0.97
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--resolution", type=int, default=32, help="image side in pixels")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step")
+    p.add_argument("--steps", type=int, default=200, help="timed steps per repeat")
+    p.add_argument("--warmup", type=int, default=20, help="untimed steps before each timed window")
+    p.add_argument("--repeats", type=int, default=3, help="engine/hand pairs, alternated")
+    p.add_argument("--ngf", type=int, default=32, help="generator width")
+    p.add_argument("--ndf", type=int, default=32, help="discriminator width")
+    p.add_argument("--log-every", type=int, default=50, help="steps between log lines (both loops)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-tensorboard", action="store_true", help="engine without TensorBoard events (t2i run writes them)")
+    args = p.parse_args(argv)
+    if min(args.steps, args.repeats, args.batch_size, args.log_every) < 1 or args.warmup < 0:
+        p.error("--steps, --repeats, --batch-size and --log-every must be >= 1, --warmup >= 0")
+    return args
+
+
+def make_config(args: argparse.Namespace) -> Any:
+    return resolve({
+        "data": {"resolution": args.resolution},
+        "generator": {"options": {"ngf": args.ngf}},
+        "discriminator": {"options": {"ndf": args.ndf}},
+        "train": {
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "steps": args.warmup + args.steps + 1,  # +1: the window ends when step warmup+steps starts
+            "log_every": args.log_every,
+            "sample_every": 0,
+            "checkpoint_every": 0,
+        },
+    })
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def window_rate(stamps: list[float], warmup: int, steps: int, batch_size: int) -> float:
+    """Images per second between the start of step ``warmup`` and the start of step ``warmup + steps``."""
+    return steps * batch_size / (stamps[warmup + steps] - stamps[warmup])
+
+
+# -- the engine ------------------------------------------------------------------------------------------
+def engine_run(trainer: Trainer, args: argparse.Namespace, sink: io.StringIO) -> tuple[float, dict[str, float]]:
+    """``trainer.fit()`` with a clock read at the start of every step; returns (img/s, last logged record)."""
+    stamps: list[float] = []
+    inner: Callable[[], dict[str, torch.Tensor]] = trainer.train_step
+    edges = {args.warmup, args.warmup + args.steps}
+
+    def timed_step() -> dict[str, torch.Tensor]:
+        if len(stamps) in edges:
+            _sync(trainer.device)
+        stamps.append(time.perf_counter())
+        return inner()
+
+    trainer.train_step = timed_step  # type: ignore[method-assign]  # fit() calls self.train_step()
+    with contextlib.redirect_stderr(sink):  # quiet=True progress lines
+        result = trainer.fit()
+    if result.status != "finished":
+        raise SystemExit(f"engine run ended {result.status}: {result.message}")
+    return window_rate(stamps, args.warmup, args.steps, args.batch_size), result.last
+
+
+# -- the hand-written loop ---------------------------------------------------------------------------------
+def hand_loop(
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    images: torch.Tensor,  # uint8 (N, R, R, 3), where the data set put it
+    caption_ids: torch.Tensor,  # int64 (N, K)
+    text_table: torch.Tensor,  # (n_captions, text_dim) precomputed embeddings, on the device
+    *,
+    device: torch.device,
+    batch_size: int,
+    lr_g: float,
+    lr_d: float,
+    betas: tuple[float, float],
+    ema_decay: float,
+    n_steps: int,
+    log_every: int,
+    edges: set[int],
+    sink: io.StringIO,
+) -> tuple[list[float], dict[str, float]]:
+    """What a competent PyTorch user writes for this recipe. Returns the clock at the start of every step."""
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
+    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay > 0 else None
+    n, k = caption_ids.shape
+    per_epoch = n // batch_size
+    stamps: list[float] = []
+    last: dict[str, float] = {}
+    for step in range(n_steps):
+        if step in edges:
+            _sync(device)
+        stamps.append(time.perf_counter())
+        if step % per_epoch == 0:
+            perm = torch.randperm(n)
+        idx = perm[(step % per_epoch) * batch_size : (step % per_epoch + 1) * batch_size]
+        cid = caption_ids[idx, torch.randint(k, (batch_size,))]
+        real = images[idx].to(device).permute(0, 3, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
+        text = text_table[cid.to(device)]
+
+        # D: hinge on (real, text) and (fake, text), plus real images against the batch's captions rolled by one
+        z = torch.randn(batch_size, G.z_dim, device=device)
+        with torch.no_grad():
+            fake = G(z, text)
+        real_out = D(real, text, text.roll(1, 0))
+        fake_out = D(fake, text)
+        d_loss = (
+            F.relu(1.0 - real_out.logits).mean()
+            + F.relu(1.0 + fake_out.logits).mean()
+            + F.relu(1.0 + real_out.mismatched_logits).mean()
+        )
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+        # G: -D(G(z, text), text), with D frozen
+        z = torch.randn(batch_size, G.z_dim, device=device)
+        D.requires_grad_(False)
+        g_loss = -D(G(z, text), text).logits.mean()
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        if ema is not None:
+            ema.update_parameters(G)
+
+        if (step + 1) % log_every == 0:
+            last = {"d/total": d_loss.item(), "g/total": g_loss.item()}
+            print(f"step {step + 1} | d {last['d/total']:.3f} | g {last['g/total']:.3f}", file=sink, flush=True)
+    return stamps, last
+
+
+def hand_run(
+    G0: torch.nn.Module, D0: torch.nn.Module, data: dict[str, torch.Tensor], cfg: Any, device: torch.device,
+    args: argparse.Namespace, sink: io.StringIO,
+) -> tuple[float, dict[str, float]]:
+    t = cfg.train
+    stamps, last = hand_loop(
+        copy.deepcopy(G0), copy.deepcopy(D0), data["images"], data["caption_ids"], data["text_table"],
+        device=device, batch_size=t.batch_size, lr_g=t.lr_g, lr_d=t.lr_d, betas=tuple(t.betas), ema_decay=t.ema,
+        n_steps=args.warmup + args.steps + 1, log_every=args.log_every,
+        edges={args.warmup, args.warmup + args.steps}, sink=sink,
+    )
+    return window_rate(stamps, args.warmup, args.steps, args.batch_size), last
+
+
+# -- driver ------------------------------------------------------------------------------------------------------
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def machine_info(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu})"
+    return (
+        f"python {platform.python_version()} | torch {torch.__version__} | {platform.system()} {platform.machine()} | "
+        f"device {dev} | torch threads {torch.get_num_threads()} of {__import__('os').cpu_count()} CPUs"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = make_config(args)
+    tensorboard = not args.no_tensorboard
+    sink = io.StringIO()
+
+    engine_ips: list[float] = []
+    hand_ips: list[float] = []
+    G0 = D0 = None
+    data: dict[str, torch.Tensor] = {}
+    with tempfile.TemporaryDirectory(prefix="t2i-bench-") as tmp:
+        for r in range(args.repeats):
+            trainer = Trainer(cfg, f"{tmp}/engine_{r}", quiet=True, tensorboard=tensorboard)
+            if G0 is None:  # the first build supplies the hand loop's networks and data
+                print(machine_info(trainer.device))
+                print(
+                    f"recipe: shapes {args.resolution}px ({len(trainer.images)} train images), bow (frozen) -> dcgan "
+                    f"ngf {args.ngf} / ndf {args.ndf}, hinge + matching_aware, Adam {tuple(cfg.train.betas)}, "
+                    f"EMA {cfg.train.ema}, batch {args.batch_size}, precision {trainer.precision.name}, "
+                    f"TensorBoard {'on' if tensorboard else 'off'}"
+                )
+                print(f"each repeat: {args.warmup} warmup + {args.steps} timed steps; engine and hand alternate\n")
+                assert trainer.captions.frozen, "this benchmark expects the default frozen text encoder"
+                G0, D0 = copy.deepcopy(trainer.G), copy.deepcopy(trainer.D)
+                data = {
+                    "images": trainer.images,
+                    "caption_ids": trainer.caption_ids,
+                    "text_table": trainer.captions.table,
+                }
+            elif not (_same_weights(trainer.G, G0) and _same_weights(trainer.D, D0)):
+                raise SystemExit("a fresh Trainer built different initial weights; the comparison would be unfair")
+
+            gc.collect()
+            ips, last = engine_run(trainer, args, sink)
+            engine_ips.append(ips)
+            print(f"repeat {r + 1}  engine {ips:8.1f} img/s   (last log: d {last.get('d/total', float('nan')):.3f}, "
+                  f"g {last.get('g/total', float('nan')):.3f})", flush=True)
+            del trainer
+
+            gc.collect()
+            ips, last = hand_run(G0, D0, data, cfg, torch.device(data["text_table"].device), args, sink)
+            hand_ips.append(ips)
+            print(f"repeat {r + 1}  hand   {ips:8.1f} img/s   (last log: d {last.get('d/total', float('nan')):.3f}, "
+                  f"g {last.get('g/total', float('nan')):.3f})", flush=True)
+
+    engine, hand = statistics.median(engine_ips), statistics.median(hand_ips)
+    ratio = engine / hand
+    verdict = "meets" if ratio >= TARGET else "MISSES"
+    print()
+    print(f"engine (t2i run) : {engine:8.1f} img/s  median of {args.repeats} ({', '.join(f'{x:.1f}' for x in engine_ips)})")
+    print(f"hand-written loop: {hand:8.1f} img/s  median of {args.repeats} ({', '.join(f'{x:.1f}' for x in hand_ips)})")
+    print(f"ratio engine/hand: {ratio:.3f}  ({verdict} the {TARGET} target)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
