@@ -19,11 +19,12 @@ TINY: dict[str, Any] = {
     "discriminator": {"options": {"ndf": 8}},
     "text_encoder": {"options": {"dim": 16}},
     "train": {"batch_size": 16, "steps": 6, "log_every": 2, "sample_every": 0, "checkpoint_every": 3, "device": "cpu"},
+    "eval": {"metrics": []},  # tests that evaluate ask for it
 }
 
 TINY_FLAGS = [
     "-d", "train_size=256", "-d", "test_size=64", "-G", "ngf=8", "-D", "ndf=8", "-T", "dim=16",
-    "--batch-size", "16", "--log-every", "2", "--sample-every", "0", "--device", "cpu",
+    "--batch-size", "16", "--log-every", "2", "--sample-every", "0", "--device", "cpu", "--set", "eval.metrics=",
 ]
 
 

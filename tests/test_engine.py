@@ -200,3 +200,33 @@ def test_bf16_autocast_grad_clip_and_trainable_text_encoder(tmp_path):
 def test_fp16_on_cpu_is_refused_with_one_line(tmp_path):
     with pytest.raises(t2i.ConfigError, match="fp16 needs a CUDA device"):
         Trainer(tiny_config(train={"precision": "fp16"}), tmp_path / "run", quiet=True)
+
+
+class MeanPixel(t2i.interfaces.Metric):
+    """A tiny honest metric: mean pixel value of images generated for the first 8 reference captions."""
+
+    def evaluate(self, generate, reference):
+        images = generate([reference.captions_of(i)[0] for i in range(8)])
+        assert images.dtype == torch.uint8 and images.shape[1:] == (32, 32, 3)
+        return {"mean_pixel": images.float().mean().item(), "protocol": {"n": 8}}
+
+
+def test_metrics_run_during_training_and_at_the_end(tmp_path):
+    plugin = types.ModuleType("metricplugin")
+    plugin.t2i_register_metrics = t2i.hookimpl(lambda register: register("mean_pixel", MeanPixel))
+    plugins.register_plugin(plugin, name="metricplugin")
+    cfg = tiny_config(eval={"metrics": ["mean_pixel"], "every": 2}, train={"steps": 4, "checkpoint_every": 0})
+    result = Trainer(cfg, tmp_path / "run", quiet=True, tensorboard=False).fit()
+    run = tmp_path / "run"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "eval/mean_pixel/mean_pixel" in x] == [2, 4]
+    report = json.loads((run / "eval.json").read_text())
+    assert report["step"] == 4 and report["protocol"]["mean_pixel"]["n"] == 8
+    assert 0 <= result.evaluation["mean_pixel/mean_pixel"] <= 255
+    assert "mean_pixel/mean_pixel" in (run / "summary.md").read_text()
+
+
+def test_unknown_metric_fails_before_training(tmp_path):
+    with pytest.raises(UsageError, match=r"unknown metric 'fidd'"):
+        Trainer(tiny_config(eval={"metrics": ["fidd"]}), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()

@@ -13,6 +13,7 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "configs").glob("*.t
 SHRINK = {
     "data": {"resolution": 32, "options": {"train_size": 128, "test_size": 32}},
     "train": {"batch_size": 16, "steps": 2, "epochs": None, "minutes": None, "checkpoint_every": 0, "sample_every": 0, "device": "cpu"},
+    "eval": {"metrics": []},
 }
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "DataConfig",
     "LossConfig",
     "TrainConfig",
+    "EvalConfig",
     "ExperimentConfig",
     "load_toml",
     "set_path",
@@ -119,6 +120,21 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    metrics: list[str] = field(
+        default_factory=lambda: ["shapes_accuracy", "diversity"],
+        metadata={"help": "registered metrics computed at the end of the run (and every eval.every steps)"},
+    )
+    options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "options per metric"})
+    every: int = field(default=0, metadata={"help": "steps between evaluations during training (0: only at the end)"})
+    split: str = field(default="test", metadata={"help": "reference split the metrics compare against"})
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"eval.every must be >= 0, got {self.every}")
+
+
+@dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     text_encoder: ComponentConfig = field(default_factory=lambda: ComponentConfig("bow"))
@@ -126,6 +142,7 @@ class ExperimentConfig:
     discriminator: ComponentConfig = field(default_factory=lambda: ComponentConfig("dcgan"))
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -197,6 +214,8 @@ def _defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
         name = picked(section, "name")
         if name is not None and name != tree[section]["name"]:
             tree[section]["options"] = {}
+            if section == "data":  # attribute accuracy only means something on the Shapes data
+                tree["eval"]["metrics"] = [m for m in tree["eval"]["metrics"] if m != "shapes_accuracy"]
     adversarial = picked("loss", "adversarial")
     if adversarial is not None and adversarial != tree["loss"]["adversarial"]:
         tree["loss"]["options"] = {}

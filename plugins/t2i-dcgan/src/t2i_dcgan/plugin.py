@@ -14,6 +14,7 @@ def t2i_register_generators(register):
         DCGANGenerator,
         config=DCGANGeneratorConfig,
         help="Text-conditional DCGAN generator (GAN-INT-CLS, Reed et al. 2016), optional conditional BN",
+        test_options={"ngf": 8},
     )
 
 
@@ -24,4 +25,5 @@ def t2i_register_discriminators(register):
         DCGANDiscriminator,
         config=DCGANDiscriminatorConfig,
         help="DCGAN discriminator with a GAN-INT-CLS concat head or a projection head (Miyato & Koyama 2018)",
+        test_options={"ndf": 8},
     )

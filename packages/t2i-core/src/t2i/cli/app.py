@@ -84,7 +84,7 @@ def run(
     """Train a text-to-image GAN. With no options: the default recipe on the built-in Shapes data."""
     from .. import runs
     from ..config import load_toml, merge
-    from ..engine.trainer import Trainer
+    from ..engine.trainer import Trainer, count_parameters
 
     raw: dict[str, Any] = {}
     flags = {
@@ -123,7 +123,9 @@ def run(
         run_dir = runs.new_run_dir(cfg, out_dir)
     trainer = Trainer(cfg, run_dir, resume=resume is not None, quiet=quiet)
     err = Console(stderr=True)
-    err.print(f"[bold]t2i run[/bold] {'resuming at step ' + str(trainer.step) + ' in' if resume else 'into'} {run_dir}")
+    err.print(f"[bold]t2i run[/bold] {'resuming at step ' + str(trainer.step) + ' in' if resume else 'into'} {run_dir}: "
+              f"generator {cfg.generator.name} ({count_parameters(trainer.G):,} parameters), "
+              f"discriminator {cfg.discriminator.name} ({count_parameters(trainer.D):,}), {trainer.device.type}")
     result = trainer.fit()
     if result.status == "interrupted":
         err.print(f"interrupted at step {result.step}; checkpoint saved. Continue with: t2i run --resume {run_dir}")

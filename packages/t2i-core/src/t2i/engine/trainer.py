@@ -11,8 +11,8 @@ resumed run ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -28,12 +28,13 @@ from ..errors import UsageError
 from ..interfaces import CaptionedImages, StepOutputs, TextEncoder
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .components import Components, build_components
+from .evaluate import build_metrics, evaluate
 from .grid import caption_grid
 from .optim import Precision, make_optimizer, make_scheduler, pick_device, steps_for_epochs
 from .progress import Progress
 from .writer import RunWriter
 
-__all__ = ["Trainer", "RunResult", "SAMPLE_ROWS", "SAMPLE_COLUMNS"]
+__all__ = ["Trainer", "RunResult", "count_parameters", "SAMPLE_ROWS", "SAMPLE_COLUMNS"]
 
 SAMPLE_ROWS = 8  # test captions per grid
 SAMPLE_COLUMNS = 8  # fixed noise vectors per caption
@@ -51,6 +52,7 @@ class RunResult:
     checkpoint: Path | None
     last: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    evaluation: dict[str, float] = field(default_factory=dict)
 
 
 class CaptionTable:
@@ -98,7 +100,11 @@ class Trainer:
 
         torch.manual_seed(self.t.seed)
         self.parts: Components = build_components(cfg, fit_text=self._fit_text)
-        self.resolved = self.parts.resolved
+        self.metrics = build_metrics(cfg.eval.metrics, cfg.eval.options)
+        self.resolved = dataclasses.replace(
+            self.parts.resolved, eval=dataclasses.replace(cfg.eval, options={n: o for n, _, o in self.metrics if o})
+        )
+        self.reference = _load_split(self.parts.dataset, cfg.eval.split, cfg.data.resolution) if self.metrics else None
         self.train_data: CaptionedImages = self._train_split
         self.needs = self.parts.needs
 
@@ -146,6 +152,9 @@ class Trainer:
         self.elapsed = 0.0
         self._perm: torch.Tensor | None = None
         self._stop_signal: str | None = None
+        self.t_eval_every = cfg.eval.every
+        self._evaluated: dict[int, dict[str, float]] = {}
+        self._protocols: dict[str, Any] = {}
         self._sample_captions, self._sample_noise = self._fixed_samples()
 
         self.writer = RunWriter(self.run_dir, enabled=rank == 0, tensorboard=tensorboard)
@@ -284,7 +293,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps = time.perf_counter(), 0
         start_elapsed, loop_start = self.elapsed, time.perf_counter()
-        status, message, last, samples_path, ckpt = "finished", "", {}, None, None
+        status, message, last, samples_path, ckpt, evaluation = "finished", "", {}, None, None, {}
         try:
             with progress:
                 while not self._done():
@@ -310,6 +319,8 @@ class Trainer:
                         progress.update(self.step, self.elapsed, None)
                     if self.t.sample_every and self.step % self.t.sample_every == 0:
                         samples_path = self.write_samples()
+                    if self.t_eval_every and self.step % self.t_eval_every == 0:
+                        evaluation = self.evaluate()
                     if at_ckpt:
                         ckpt = self.save()
                     if self._stop_signal:
@@ -321,12 +332,14 @@ class Trainer:
                 samples_path = self.write_samples()
                 if ckpt is None or self.step != _ckpt_step(ckpt):
                     ckpt = self.save()
+                if status == "finished" and self.metrics:
+                    evaluation = self._evaluated.get(self.step) or self.evaluate()
             else:
                 ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         finally:
             _restore_signals(previous)
         ips = self._images_per_second()
-        result = RunResult(self.run_dir, status, self.step, self.elapsed, ips, samples_path, ckpt, last, message)
+        result = RunResult(self.run_dir, status, self.step, self.elapsed, ips, samples_path, ckpt, last, message, evaluation)
         self.writer.text("summary.md", self.summary(result))
         self.writer.close()
         return result
@@ -355,6 +368,23 @@ class Trainer:
         if self.elapsed <= 0:
             return 0.0
         return self.step * self.t.d_steps * self.t.batch_size * self.world_size / self.elapsed
+
+    # -- evaluation --------------------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """The configured metrics on the sampling generator; logged as ``eval/...`` and kept in eval.json."""
+        if not self.metrics or self.reference is None:
+            return {}
+        values, protocols = evaluate(
+            self.metrics, self.sample_generator(), self.encoder, self.reference, self.device,
+            seed=self.t.seed, autocast=self.precision.autocast,
+        )
+        self._evaluated[self.step] = values
+        self._protocols = protocols
+        self.writer.log(self.step, {f"eval/{k}": v for k, v in values.items()})
+        self.writer.text("eval.json", json.dumps(
+            {"step": self.step, "split": self.cfg.eval.split, "values": values, "protocol": protocols}, indent=2
+        ) + "\n")
+        return values
 
     # -- samples, checkpoints, summary ---------------------------------------------------------------------------
     def sample_generator(self) -> torch.nn.Module:
@@ -447,6 +477,8 @@ class Trainer:
             f"- training time: {result.elapsed / 60:.1f} min; throughput {result.images_per_second:.0f} images/s "
             f"(real images through D per second, device {self.device.type}, precision {self.precision.name})",
             f"- data: {r.data.name} at {r.data.resolution}x{r.data.resolution}",
+            f"- parameters: generator {count_parameters(self.G):,}, discriminator {count_parameters(self.D):,}, "
+            f"text encoder {count_parameters(self.encoder):,} ({'trained with D' if self.encoder.trainable else 'frozen'})",
             f"- text encoder: {r.text_encoder.name} {json.dumps(r.text_encoder.options)}",
             f"- generator: {r.generator.name} {json.dumps(r.generator.options)}",
             f"- discriminator: {r.discriminator.name} {json.dumps(r.discriminator.options)}",
@@ -461,6 +493,10 @@ class Trainer:
             *[f"| {k} | {v:.4g} |" for k, v in sorted(result.last.items()) if k.startswith(("d/", "g/"))],
             "",
         ]
+        if result.evaluation:
+            lines += [f"## Evaluation at step {self.step} ({self.cfg.eval.split} split; protocol in eval.json)", "",
+                      "| metric | value |", "|---|---|",
+                      *[f"| {k} | {v:.4g} |" for k, v in result.evaluation.items()], ""]
         if result.samples is not None:
             rel = Path(result.samples).relative_to(self.run_dir)
             lines += ["## Samples", "", f"Fixed noise (columns) x fixed {r.data.sample_split} captions (rows):", "", f"![samples]({rel})", ""]
@@ -468,6 +504,11 @@ class Trainer:
             lines += [f"Checkpoint: `{Path(result.checkpoint).relative_to(self.run_dir)}`; resume with "
                       f"`t2i run --resume {self.run_dir}`.", ""]
         return "\n".join(lines)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Number of scalars in ``module``'s parameters (spectral norm's ``original`` counted once)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def _load_split(dataset: Any, split: str, resolution: int) -> CaptionedImages:

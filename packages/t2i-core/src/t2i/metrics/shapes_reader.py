@@ -84,7 +84,7 @@ class ReaderRecipe:
     steps: int = 700
     batch_size: int = 64
     lr: float = 3e-3
-    widths: tuple[int, ...] = (24, 32, 48, 64, 64)
+    trunk: tuple[tuple[int, int], ...] = ((24, 1), (32, 2), (48, 1), (64, 2), (64, 2))  # (width, stride)
     hidden: int = 128
     noise_max: float = 0.08  # per-image Gaussian pixel noise std ~ U(0, noise_max), on [0, 1] pixels
     blur_prob: float = 0.5  # probability of mixing in a 3x3 box blur, with weight ~ U(0, 1)
@@ -93,8 +93,8 @@ class ReaderRecipe:
     max_shift: int = 1  # whole-pixel shift (at INPUT_SIZE), replicate padding
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "widths": list(self.widths), "version": VERSION, "spec_version": SPEC_VERSION,
-                "input_size": INPUT_SIZE}  # fmt: skip
+        return {**asdict(self), "trunk": [list(layer) for layer in self.trunk], "version": VERSION,
+                "spec_version": SPEC_VERSION, "input_size": INPUT_SIZE}  # fmt: skip
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -107,19 +107,15 @@ class ShapesReader(nn.Module):
     ``info`` says where the weights came from: file name, sha256 of the weights, validation accuracy.
     """
 
-    def __init__(self, resolution: int, widths: tuple[int, ...] = ReaderRecipe.widths, hidden: int = 128):
+    def __init__(self, resolution: int, trunk: tuple[tuple[int, int], ...] = ReaderRecipe.trunk, hidden: int = 128):
         super().__init__()
         self.resolution = _check_resolution(resolution)
         layers: list[nn.Module] = []
-        strides = (1, 2, 1, 2, 2)
-        if len(widths) != len(strides):
-            raise ValueError(f"widths must have {len(strides)} entries, got {widths}")
-        c_in = 3
-        for c_out, stride in zip(widths, strides):
+        c_in, side = 3, INPUT_SIZE
+        for c_out, stride in trunk:
             layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-            c_in = c_out
+            c_in, side = c_out, side // stride
         self.trunk = nn.Sequential(*layers)
-        side = INPUT_SIZE // 8
         self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden), nn.ReLU(inplace=True))
         self.heads = nn.ModuleDict({name: nn.Linear(hidden, len(values)) for name, values in ATTRIBUTES.items()})
         self.info: dict[str, Any] = {}
@@ -191,11 +187,16 @@ def augment(x: Tensor, recipe: ReaderRecipe, gen: torch.Generator) -> Tensor:
     def u(*shape: int) -> Tensor:  # U(0, 1) on x's device, drawn on the CPU so any device gives the same draws
         return torch.rand(shape, generator=gen).to(x.device)
 
-    if recipe.max_shift:
+    if recipe.max_shift:  # one slice per distinct shift, not per image
         m = recipe.max_shift
         padded = F.pad(x, (m, m, m, m), mode="replicate")
-        shifts = torch.randint(0, 2 * m + 1, (n, 2), generator=gen).tolist()
-        x = torch.stack([padded[i, :, dy : dy + INPUT_SIZE, dx : dx + INPUT_SIZE] for i, (dy, dx) in enumerate(shifts)])
+        shifts = torch.randint(0, (2 * m + 1) ** 2, (n,), generator=gen).to(x.device)
+        out = torch.empty_like(x)
+        for k in range((2 * m + 1) ** 2):
+            dy, dx = divmod(k, 2 * m + 1)
+            rows = shifts == k
+            out[rows] = padded[rows, :, dy : dy + INPUT_SIZE, dx : dx + INPUT_SIZE]
+        x = out
     blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     w = u(n, 1, 1, 1) * (u(n, 1, 1, 1) < recipe.blur_prob)
     x = x * (1 - w) + blurred * w
@@ -213,18 +214,24 @@ def train_reader(
     batch_size: int = ReaderRecipe.batch_size,
     device: str | torch.device = "cpu",
 ) -> ShapesReader:
-    """Train a reader for ``resolution`` from :class:`ReaderRecipe` (same seed and device, same weights).
+    """Train a reader for ``resolution`` from the default :class:`ReaderRecipe` with these changes."""
+    recipe = ReaderRecipe(resolution=_check_resolution(resolution), seed=seed, steps=steps, batch_size=batch_size)
+    return fit_reader(recipe, device=device)
+
+
+def fit_reader(recipe: ReaderRecipe, *, device: str | torch.device = "cpu") -> ShapesReader:
+    """Train a reader from ``recipe`` (same recipe and device, same weights; the CPU is the reference).
 
     The result carries ``info`` with the recipe, its validation accuracy (clean and augmented) on
-    :data:`VAL_SIZE` real test images, and the training time. Training on the CPU is the reference.
+    :data:`VAL_SIZE` real test images, and the training time.
     """
-    recipe = ReaderRecipe(resolution=_check_resolution(resolution), seed=seed, steps=steps, batch_size=batch_size)
+    resolution, seed, steps, batch_size = _check_resolution(recipe.resolution), recipe.seed, recipe.steps, recipe.batch_size
     start = time.perf_counter()
     images, codes = universe(resolution)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # the global RNG is left as it was
         torch.manual_seed(seed)
-        reader = ShapesReader(resolution, recipe.widths, recipe.hidden)
+        reader = ShapesReader(resolution, recipe.trunk, recipe.hidden)
     reader.to(device).train()
     x_all = reader.prepare(images.to(device))
     y_all = {name: v.to(device) for name, v in codes.items()}
@@ -347,7 +354,7 @@ def _read(path: Path, resolution: int) -> ShapesReader | None:
         info = {k: json.loads(v) for k, v in metadata.items() if k != "format"}
         if info.get("recipe_hash") != recipe.digest():
             return None
-        reader = ShapesReader(resolution, recipe.widths, recipe.hidden)
+        reader = ShapesReader(resolution, recipe.trunk, recipe.hidden)
         reader.load_state_dict(tensors, strict=True)
     except Exception:  # a corrupt or foreign file of any kind: train again
         return None
