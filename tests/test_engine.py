@@ -230,3 +230,14 @@ def test_unknown_metric_fails_before_training(tmp_path):
     with pytest.raises(UsageError, match=r"unknown metric 'fidd'"):
         Trainer(tiny_config(eval={"metrics": ["fidd"]}), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_forgets_metrics_logged_after_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(train={"steps": 4, "checkpoint_every": 2, "log_every": 1}), run, quiet=True, tensorboard=False).fit()
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "step_00000004")  # as if killed after logging step 4, before saving it
+    Trainer(tiny_config(train={"steps": 4, "checkpoint_every": 2, "log_every": 1}), run, resume=True, quiet=True, tensorboard=False).fit()
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

@@ -26,7 +26,7 @@ from .engine.trainer import RunResult, Trainer
 from .errors import UsageError
 from .interfaces import Generator, TextEncoder
 
-__all__ = ["configure", "resume_config", "new_run_dir", "train", "Sampler", "RESUMABLE_KEYS"]
+__all__ = ["configure", "resume_config", "new_run_dir", "train", "Sampler", "evaluate_checkpoint", "RESUMABLE_KEYS"]
 
 # What may change when a run is resumed: when to stop, how often to write, and where to compute.
 RESUMABLE_KEYS = frozenset(
@@ -142,6 +142,48 @@ class Sampler:
         from .engine.grid import caption_grid
 
         return caption_grid(images, captions, columns=n)
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    metrics: list[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    split: str | None = None,
+    seed: int = 0,
+    ema: bool = True,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Metrics of a trained generator: ``{"values": {...}, "protocol": {...}, ...}`` (what ``t2i eval`` prints)."""
+    from . import __version__
+    from .engine.components import build_dataset
+    from .engine.evaluate import build_metrics, evaluate
+
+    sampler = Sampler.load(path, device=device, ema=ema)
+    cfg = sampler.config
+    names = list(metrics) if metrics else list(cfg.eval.metrics)
+    if not names:
+        raise UsageError("no metrics to compute: pass --metric NAME (see t2i list metrics)")
+    unused = set(options or {}) - set(names)
+    if unused:
+        raise UsageError(f"options given for {', '.join(sorted(unused))}, which is not among the metrics computed")
+    merged = {n: {**cfg.eval.options.get(n, {}), **(options or {}).get(n, {})} for n in names}
+    built = build_metrics(names, {n: o for n, o in merged.items() if o})
+    dataset, _ = build_dataset(cfg)
+    ref_split = split or cfg.eval.split
+    if ref_split not in dataset.splits:
+        raise UsageError(f"data set '{cfg.data.name}' has no split '{ref_split}'; splits: {', '.join(dataset.splits)}")
+    reference = dataset.load(ref_split, cfg.data.resolution)
+    values, protocols = evaluate(built, sampler.generator, sampler.text_encoder, reference, sampler.device, seed=seed)
+    return {
+        "checkpoint": str(sampler.checkpoint),
+        "weights": "generator_ema" if ema else "generator",
+        "split": ref_split,
+        "seed": seed,
+        "values": values,
+        "protocol": protocols,
+        "versions": {"t2i": __version__, "torch": torch.__version__},
+    }
 
 
 def slug(text: str, limit: int = 48) -> str:

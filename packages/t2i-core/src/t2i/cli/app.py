@@ -122,7 +122,7 @@ def run(
         cfg = runs.configure(config, raw)
         run_dir = runs.new_run_dir(cfg, out_dir)
     trainer = Trainer(cfg, run_dir, resume=resume is not None, quiet=quiet)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     err.print(f"[bold]t2i run[/bold] {'resuming at step ' + str(trainer.step) + ' in' if resume else 'into'} {run_dir}: "
               f"generator {cfg.generator.name} ({count_parameters(trainer.G):,} parameters), "
               f"discriminator {cfg.discriminator.name} ({count_parameters(trainer.D):,}), {trainer.device.type}")
@@ -164,6 +164,41 @@ def sample(
     elif output.suffix.lower() != ".png":
         raise UsageError(f"-o {output}: the grid is written as PNG; use a .png file name")
     print(save_png(grid, output))
+
+
+# ------------------------------------------------------------------------------------------------------
+@app.command("eval")
+def eval_cmd(
+    source: Annotated[Path, typer.Argument(help="a run folder (its latest checkpoint) or a checkpoints/step_* folder")],
+    metrics: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="metric to compute (repeatable; default: the run's eval.metrics)")] = None,
+    metric_opts: Annotated[Optional[list[str]], typer.Option("-M", help="metric option METRIC.KEY=VALUE, e.g. shapes_accuracy.n=5000")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="reference split (default: the run's eval.split)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
+    output: Annotated[Optional[Path], typer.Option("--json", help="also write the values and their protocol to this JSON file")] = None,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="evaluate the raw generator weights, not their EMA")] = False,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Compute metrics for a trained generator against the reference split; print them with their protocol."""
+    import json
+
+    from ..runs import evaluate_checkpoint
+
+    options: dict[str, dict[str, str]] = {}
+    for key, value in parse_assignments(metric_opts, "-M").items():
+        metric, dot, field_name = key.partition(".")
+        if not dot:
+            raise UsageError(f"-M {key}={value}: expected METRIC.KEY=VALUE")
+        options.setdefault(metric, {})[field_name] = value
+    report = evaluate_checkpoint(source, metrics=metrics, options=options, split=split, seed=seed, ema=not no_ema, device=device)
+    table = Table("metric", "value")
+    for key, value in report["values"].items():
+        table.add_row(key, f"{value:.4f}")
+    out.print(table)
+    out.print(f"checkpoint {report['checkpoint']}, reference split '{report['split']}', seed {seed}; protocol per metric in --json")
+    if output is not None:
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(output)
 
 
 # ------------------------------------------------------------------------------------------------------

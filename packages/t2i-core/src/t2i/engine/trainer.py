@@ -154,7 +154,6 @@ class Trainer:
         self._stop_signal: str | None = None
         self.t_eval_every = cfg.eval.every
         self._evaluated: dict[int, dict[str, float]] = {}
-        self._protocols: dict[str, Any] = {}
         self._sample_captions, self._sample_noise = self._fixed_samples()
 
         self.writer = RunWriter(self.run_dir, enabled=rank == 0, tensorboard=tensorboard)
@@ -177,8 +176,10 @@ class Trainer:
         return min(candidates) if candidates else None
 
     def _fixed_samples(self) -> tuple[list[str], torch.Tensor]:
-        dataset = self.parts.dataset
-        split = _load_split(dataset, self.cfg.data.sample_split, self.cfg.data.resolution)
+        if self.reference is not None and self.cfg.data.sample_split == self.cfg.eval.split:
+            split = self.reference
+        else:
+            split = _load_split(self.parts.dataset, self.cfg.data.sample_split, self.cfg.data.resolution)
         n = len(split)
         picks = [int(i * n / SAMPLE_ROWS) for i in range(min(SAMPLE_ROWS, n))]
         captions = [split.captions_of(i)[0] for i in picks]
@@ -379,7 +380,6 @@ class Trainer:
             seed=self.t.seed, autocast=self.precision.autocast,
         )
         self._evaluated[self.step] = values
-        self._protocols = protocols
         self.writer.log(self.step, {f"eval/{k}": v for k, v in values.items()})
         self.writer.text("eval.json", json.dumps(
             {"step": self.step, "split": self.cfg.eval.split, "values": values, "protocol": protocols}, indent=2
@@ -464,6 +464,7 @@ class Trainer:
             torch.cuda.set_rng_state(s["cuda_rng"].cpu(), self.device)
         self.step, self.epoch, self.position = int(s["step"]), int(s["epoch"]), int(s["position"])
         self.elapsed = float(s["elapsed"])
+        self.writer.forget_after(self.step)  # lines a killed process logged after its last checkpoint
         self.captions = CaptionTable(self.encoder, self.train_data.captions, self.device)
 
     def summary(self, result: RunResult) -> str:

@@ -44,6 +44,18 @@ class RunWriter:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._tb.add_scalar(key, value, step)
 
+    def forget_after(self, step: int) -> None:
+        """Drop metrics.jsonl lines logged after ``step`` (a resumed run will log those steps again)."""
+        if not self.enabled or self._metrics is None:
+            return
+        self._metrics.close()
+        path = self.run_dir / "metrics.jsonl"
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+        self._metrics = open(path, "a", buffering=1)
+
     def samples(self, step: int, grid: Image.Image) -> Path | None:
         """Save ``samples/step_XXXXXXXX.png`` and ``samples/latest.png``; return the step's path."""
         if not self.enabled:
