@@ -11,7 +11,8 @@ What is timed, and why:
   sums, its divergence check, its metrics.jsonl and TensorBoard logging every ``log_every`` steps
   (TensorBoard on by default, as in ``t2i run``) and its progress lines (``quiet=True``). Intermediate
   sampling and checkpointing are off (``sample_every = checkpoint_every = 0``); the end-of-run sample
-  grid and checkpoint happen after the timed window. The only instrumentation is a wrapper around
+  grid and checkpoint happen after the timed window, and the end-of-run metrics are skipped
+  (``eval.metrics = []``; ``t2i run`` computes none during training either). The only instrumentation is a wrapper around
   ``trainer.train_step`` that reads the clock as each step starts, so the window from the start of
   step ``warmup`` to the start of step ``warmup + steps`` holds exactly ``steps`` full iterations of
   ``fit``'s loop (step, bookkeeping, logging) and nothing else. ``fit()`` runs once per Trainer
@@ -87,6 +88,7 @@ def make_config(args: argparse.Namespace) -> Any:
             "sample_every": 0,
             "checkpoint_every": 0,
         },
+        "eval": {"metrics": []},  # end-of-run metrics only (eval.every = 0): outside the window, and slow
     })
 
 

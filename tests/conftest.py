@@ -34,7 +34,7 @@ def tiny_config(**overrides: Any) -> ExperimentConfig:
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m t2i ARGS`` in a subprocess (a real process: exit codes, stderr, signals)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "t2i", *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
     )

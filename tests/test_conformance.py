@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import random
 import types
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -160,14 +161,44 @@ class ForgetfulEncoder(BagOfWords):
 
 
 BROKEN = {  # id -> (kind, factory, config, check keyword arguments, what the message must say)
-    "output-out-of-range": ("generators", OutOfRange, ToyConfig, {}, r"output range \[.*\] .*exceeds \[-1, 1\]"),
-    "unused-parameter": ("generators", UnusedParameter, ToyConfig, {}, r"no gradient reaches 2 of .*unused\.weight, unused\.bias"),
+    "output-out-of-range": (
+        "generators",
+        OutOfRange,
+        ToyConfig,
+        {},
+        r"output range \[.*\] .*exceeds \[-1, 1\]",
+    ),
+    "unused-parameter": (
+        "generators",
+        UnusedParameter,
+        ToyConfig,
+        {},
+        r"no gradient reaches 2 of .*unused\.weight, unused\.bias",
+    ),
     "ignores-text": ("generators", IgnoresText, ToyConfig, {}, r"does not depend on the text embedding"),
-    "nondeterministic": ("generators", Nondeterministic, ToyConfig, {}, r"torch\.manual_seed\(7\).*different outputs"),
+    "nondeterministic": (
+        "generators",
+        Nondeterministic,
+        ToyConfig,
+        {},
+        r"torch\.manual_seed\(7\).*different outputs",
+    ),
     "logits-b-1": ("discriminators", LogitsB1, ToyConfig, {}, r"logits shape \(2, 1\), expected \(2,\)"),
     "non-finite-logits": ("discriminators", NonFinite, ToyConfig, {}, r"logits has \d+ non-finite values"),
-    "per-sample-loss": ("losses", PerSampleTerm, None, {"train": False}, r"g_loss returned shape \(4,\), expected a scalar"),
-    "forgetful-encoder": ("text_encoders", ForgetfulEncoder, BagOfWordsConfig, {}, r"cannot load the saved state_dict"),
+    "per-sample-loss": (
+        "losses",
+        PerSampleTerm,
+        None,
+        {"train": False},
+        r"g_loss returned shape \(4,\), expected a scalar",
+    ),
+    "forgetful-encoder": (
+        "text_encoders",
+        ForgetfulEncoder,
+        BagOfWordsConfig,
+        {},
+        r"cannot load the saved state_dict",
+    ),
 }
 
 
@@ -188,9 +219,11 @@ def in_memory_plugin(kind: str, name: str, factory: Any, **register_kw: Any) -> 
 def test_the_kit_catches_a_broken_component(case):
     kind, factory, config, kwargs, expected = BROKEN[case]
     register_kw = {"config": config} if config else {}
-    with in_memory_plugin(kind, case, factory, **register_kw):
-        with pytest.raises(AssertionError, match=expected) as info:
-            kit.check_component(kind, case, **kwargs)
+    with (
+        in_memory_plugin(kind, case, factory, **register_kw),
+        pytest.raises(AssertionError, match=expected) as info,
+    ):
+        kit.check_component(kind, case, **kwargs)
     message = str(info.value)
     assert f"{KINDS[kind][0]} '{case}'" in message.splitlines()[0]  # names the component
     assert "checks failed" in message
@@ -203,7 +236,11 @@ def test_the_kit_catches_a_broken_component(case):
 def test_the_toy_networks_pass_and_a_report_says_what_was_checked():
     with in_memory_plugin("generators", "toy-g", ToyGenerator, config=ToyConfig, test_options={"width": 4}):
         report = kit.check_generator("toy-g", resolutions=(16,))
-    assert not report.failed and "gradients at 16 px" in report.passed and "channels_last at 16 px" in report.passed
+    assert (
+        not report.failed
+        and "gradients at 16 px" in report.passed
+        and "channels_last at 16 px" in report.passed
+    )
     with in_memory_plugin("discriminators", "toy-d", ToyDiscriminator, config=ToyConfig):
         report = kit.check_discriminator("toy-d", {"width": 4}, resolutions=(16, 999))
     assert not report.failed and [p for p in report.passed if p.startswith("builds")] == ["builds at 16 px"]
@@ -212,7 +249,9 @@ def test_the_toy_networks_pass_and_a_report_says_what_was_checked():
 def test_default_resolutions_and_fallback_to_the_smallest_declared():
     with in_memory_plugin("generators", "toy-g", ToyGenerator, config=ToyConfig, test_options={"width": 4}):
         report = kit.check_generator("toy-g")
-        assert [p for p in report.passed if p.startswith("builds")] == [f"builds at {r} px" for r in (8, 16, 32, 64, 128)]
+        assert [p for p in report.passed if p.startswith("builds")] == [
+            f"builds at {r} px" for r in (8, 16, 32, 64, 128)
+        ]
         report = kit.check_generator("toy-g", resolutions=(24,))
         assert "builds at 8 px" in report.passed and "checked 8 px instead" in report.skipped[0]
 
@@ -256,6 +295,6 @@ def test_a_data_set_without_size_options_is_skipped_not_loaded():
         def load(self, split, resolution):
             raise AssertionError("must not be loaded")
 
-    with in_memory_plugin("datasets", "unsized", Unsized):
-        with pytest.raises(pytest.skip.Exception, match="no test_options and no size options"):
-            kit.check_dataset("unsized")
+    skipped = pytest.raises(pytest.skip.Exception, match="no test_options and no size options")
+    with in_memory_plugin("datasets", "unsized", Unsized), skipped:
+        kit.check_dataset("unsized")

@@ -241,3 +241,12 @@ def test_resume_forgets_metrics_logged_after_the_last_checkpoint(tmp_path):
     Trainer(tiny_config(train={"steps": 4, "checkpoint_every": 2, "log_every": 1}), run, resume=True, quiet=True, tensorboard=False).fit()
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_ema_averages_parameters_and_copies_buffers(tmp_path):
+    trainer = Trainer(tiny_config(train={"steps": 3, "checkpoint_every": 0}), tmp_path / "run", quiet=True, tensorboard=False)
+    trainer.fit()
+    ema = trainer.ema.module
+    for (name, b_ema), (_, b) in zip(ema.named_buffers(), trainer.G.named_buffers()):
+        assert torch.equal(b_ema, b), name  # e.g. BatchNorm's num_batches_tracked is 3, not an average
+    assert any(not torch.equal(p_ema, p) for p_ema, p in zip(ema.parameters(), trainer.G.parameters()))

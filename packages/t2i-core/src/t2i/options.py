@@ -58,8 +58,11 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         raise ConfigError(f"{key}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
     if origin in (tuple, list):
         args = get_args(tp)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
+        if isinstance(value, str):  # "16,32", "[16, 32]", "" and "[]" all work from the CLI
+            text = value.strip()
+            if text.startswith("[") and text.endswith("]"):
+                text = text[1:-1]
+            value = [v.strip().strip("'\"") for v in text.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise bad
         if origin is tuple and args and args[-1] is not Ellipsis:

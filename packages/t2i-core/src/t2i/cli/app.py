@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import set_path
@@ -25,7 +26,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+out = Console(soft_wrap=False)
+
+
+def _table(*columns: str) -> Table:
+    """A table whose cells wrap instead of being cut off at the terminal's width."""
+    table = Table()
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
 
 COMPONENTS, TRAINING, RUN = "Components", "Training", "Run folder and output"
 
@@ -190,7 +199,7 @@ def eval_cmd(
             raise UsageError(f"-M {key}={value}: expected METRIC.KEY=VALUE")
         options.setdefault(metric, {})[field_name] = value
     report = evaluate_checkpoint(source, metrics=metrics, options=options, split=split, seed=seed, ema=not no_ema, device=device)
-    table = Table("metric", "value")
+    table = _table("metric", "value")
     for key, value in report["values"].items():
         table.add_row(key, f"{value:.4f}")
     out.print(table)
@@ -205,11 +214,11 @@ def eval_cmd(
 @app.command("plugins")
 def plugins_cmd() -> None:
     """Plugins t2i loaded: distribution, version, hooks, what each registered, and load errors."""
-    table = Table("plugin", "distribution", "version", "registers", "status")
+    table = _table("plugin", "distribution", "version", "registers", "status")
     for info in loaded_plugins():
         registered = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in info.registered.items())
         table.add_row(info.name, info.distribution, info.version, registered or "-",
-                      f"[red]{info.error}[/red]" if info.error else "ok")
+                      f"[red]{escape(info.error)}[/red]" if info.error else "ok")
     out.print(table)
 
 
@@ -220,12 +229,12 @@ def list_cmd(
 ) -> None:
     """Registered components, with the plugin that registered each."""
     kinds = [_kind(kind)] if kind else list(KINDS)
-    table = Table("kind", "name", "owner", "help")
+    table = _table("kind", "name", "owner", "help")
     for k in kinds:
         reg = registry(k)
         for name in reg.names(pattern):
             entry = reg.get(name)
-            table.add_row(reg.noun, name, entry.owner, entry.help)
+            table.add_row(reg.noun, name, entry.owner, escape(entry.help))
     out.print(table)
 
 
@@ -236,14 +245,14 @@ def describe(
 ) -> None:
     """A component's options: name, type, default and help (set them with -G/-D/-T/-d KEY=VALUE)."""
     info = registry(_kind(kind)).describe(name)
-    out.print(f"[bold]{info['kind']} {info['name']}[/bold] ({info['owner']})")
+    out.print(f"[bold]{info['kind']} {escape(info['name'])}[/bold] ({escape(info['owner'])})")
     if info["help"]:
-        out.print(info["help"])
+        out.print(escape(info["help"]))
     if not info["fields"]:
         out.print("no options")
         return
-    table = Table("option", "type", "default", "help")
+    table = _table("option", "type", "default", "help")
     for row in info["fields"]:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     out.print(table)
 

@@ -132,8 +132,9 @@ class Trainer:
             raise UsageError("no stop condition: set train.steps, train.epochs or train.minutes")
         self.sched_g = make_scheduler(self.opt_g, self.t, self.total_steps)
         self.sched_d = make_scheduler(self.opt_d, self.t, self.total_steps)
+        # EMA of G's parameters; buffers (BN running statistics, counters) are copied, not averaged
         self.ema = (
-            AveragedModel(self.G, multi_avg_fn=get_ema_multi_avg_fn(self.t.ema), use_buffers=True)
+            AveragedModel(self.G, multi_avg_fn=get_ema_multi_avg_fn(self.t.ema), use_buffers=False)
             if self.t.ema > 0
             else None
         )
@@ -142,6 +143,8 @@ class Trainer:
 
         self.captions = CaptionTable(self.encoder, self.train_data.captions, self.device)
         self._hooked = [self.G, self.D, self.encoder, self.parts.adversarial, *(t for _, _, t in self.parts.terms)]
+        if self.ema is not None:
+            self._hooked.append(self.ema.module)
         self.images = self.train_data.images  # uint8 (N, R, R, 3), stays where the data set put it
         self.caption_ids = self.train_data.caption_ids
         self.caption_counts = self.train_data.caption_counts
@@ -282,6 +285,9 @@ class Trainer:
         logs.update(self._g_step(real, text))
         if self.ema is not None:
             self.ema.update_parameters(self.G)
+            with torch.no_grad():
+                for ema_buffer, buffer in zip(self.ema.module.buffers(), self.G.buffers()):
+                    ema_buffer.copy_(buffer)
         self.sched_g.step()
         self.sched_d.step()
         self.step += 1

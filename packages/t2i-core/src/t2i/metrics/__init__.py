@@ -4,4 +4,50 @@
   cached on disk and reused;
 - :mod:`.shapes_accuracy`: generated images read back against the attributes their captions asked for;
 - :mod:`.diversity`: mode collapse as a number (pairwise distances within and between captions).
+
+The two helpers below are what every metric does the same way: choose reference images from a seed, and
+call the engine's ``generate`` in chunks, checking what comes back.
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..interfaces import CaptionedImages
+
+__all__ = ["seeded_order", "seeded_caption", "generate_images"]
+
+Generate = Callable[[list[str]], Tensor]
+
+
+def seeded_order(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation of ``range(n)``, from raw PCG64 outputs (no numpy sampler: stable across versions)."""
+    keys = np.random.Generator(np.random.PCG64([seed, 0])).bit_generator.random_raw(n)
+    return np.argsort(keys, kind="stable")
+
+
+def seeded_caption(reference: CaptionedImages, rows: Sequence[int], seed: int) -> list[str]:
+    """One caption of each image in ``rows``, chosen from a seed (uniformly among its captions)."""
+    rows = np.asarray(rows, np.int64)
+    raw = np.random.Generator(np.random.PCG64([seed, 1])).bit_generator.random_raw(len(reference))[rows]
+    counts = reference.caption_counts.numpy()[rows].astype(np.uint64)
+    picks = (raw % counts).astype(np.int64)
+    return [reference.captions[int(reference.caption_ids[r, k])] for r, k in zip(rows, picks)]
+
+
+def generate_images(generate: Generate, captions: Sequence[str], resolution: int, chunk: int = 250) -> Tensor:
+    """``generate(captions)`` in chunks of ``chunk`` -> uint8 ``(len(captions), R, R, 3)`` on the CPU."""
+    parts = []
+    for start in range(0, len(captions), chunk):
+        batch = list(captions[start : start + chunk])
+        out: Any = generate(batch)
+        want = (len(batch), resolution, resolution, 3)
+        if not isinstance(out, Tensor) or out.dtype != torch.uint8 or tuple(out.shape) != want:
+            got = f"{out.dtype} {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"generate() must return a uint8 tensor of shape {want}, got {got}")
+        parts.append(out.cpu())
+    return torch.cat(parts) if parts else torch.empty((0, resolution, resolution, 3), dtype=torch.uint8)

@@ -1,0 +1,320 @@
+"""t2i-specnorm: tiny SNGAN networks (ch = 8) and the ``sn`` wrapper on CPU, plus real engine steps."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import t2i
+from t2i.interfaces import DiscOutput, Discriminator
+from t2i_specnorm import (
+    SNDiscriminator,
+    SNGANDiscriminator,
+    SNGANDiscriminatorConfig,
+    SNGANGenerator,
+    SNGANGeneratorConfig,
+    SNWrapperConfig,
+    apply_spectral_norm,
+    is_spectrally_normalised,
+)
+from t2i_specnorm.wrapper import parse_options
+
+TEXT_DIM = 16
+B = 4
+RESOLUTIONS = (32, 64, 128)
+CONDITIONING = ("projection", "concat")
+
+
+def make_g(resolution=32, **options):
+    options.setdefault("ch", 8)
+    return SNGANGenerator(SNGANGeneratorConfig(**options), resolution=resolution, text_dim=TEXT_DIM)
+
+
+def make_d(resolution=32, **options):
+    options.setdefault("ch", 8)
+    return SNGANDiscriminator(SNGANDiscriminatorConfig(**options), resolution=resolution, text_dim=TEXT_DIM)
+
+
+def make_sn(resolution=32, base="dcgan", **base_options):
+    if base == "dcgan":
+        base_options.setdefault("ndf", 8)
+    return t2i.registry("discriminators").create(
+        "sn", {"base": base, "base_options": base_options}, resolution=resolution, text_dim=TEXT_DIM
+    )
+
+
+def inputs(g, batch=B, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, g.z_dim, generator=gen), torch.randn(batch, TEXT_DIM, generator=gen)
+
+
+def sigma(module: nn.Module) -> float:
+    """Largest singular value of the weight the layer uses, reshaped as spectral norm reshapes it."""
+    w = module.weight.detach()
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        w = w.transpose(0, 1)
+    return torch.linalg.matrix_norm(w.flatten(1), ord=2).item()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# -- SNGAN networks ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONING)
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+def test_output_shapes_and_range(resolution, conditioning):
+    g, d = make_g(resolution), make_d(resolution, conditioning=conditioning)
+    assert (g.resolution, g.text_dim, g.z_dim) == (resolution, TEXT_DIM, 128)
+    z, text = inputs(g)
+    x = g(z, text)
+    assert x.shape == (B, 3, resolution, resolution)
+    assert torch.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
+    out = d(x, text, mismatched_text=text.roll(1, dims=0))
+    assert isinstance(out, DiscOutput)
+    assert out.logits.shape == (B,) and out.mismatched_logits.shape == (B,)
+    assert torch.isfinite(out.logits).all() and not torch.allclose(out.logits, out.mismatched_logits)
+    sizes = [f.shape[-1] for f in out.features]
+    assert sizes == [resolution // 2 ** (i + 1) for i in range(len(sizes) - 1)] + [4]  # ..., 4, then 4 again
+    assert out.features[-1].shape[1] == 8 * resolution // 8
+
+
+def test_spectral_norm_in_d_only_with_its_power_iterations():
+    d, g = make_d(64, n_power_iterations=3, conditioning="concat"), make_g(64)
+    layers = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(is_spectrally_normalised(m) for m in layers)
+    assert {m.parametrizations.weight[0].n_power_iterations for m in layers} == {3}
+    assert not any(is_spectrally_normalised(m) for m in g.modules())  # SNGAN: no SN in G
+
+
+@pytest.mark.parametrize(
+    "cls, options",
+    [
+        (SNGANGeneratorConfig, dict(ch=0)),
+        (SNGANGeneratorConfig, dict(z_dim=0)),
+        (SNGANDiscriminatorConfig, dict(ch=-1)),
+        (SNGANDiscriminatorConfig, dict(n_power_iterations=0)),
+        (SNGANDiscriminatorConfig, dict(conditioning="cbn")),
+        (SNWrapperConfig, dict(n_power_iterations=0)),
+        (SNWrapperConfig, dict(base_options="=32")),
+    ],
+)
+def test_config_validation(cls, options):
+    with pytest.raises(ValueError, match=next(iter(options))):
+        cls(**options)
+
+
+def test_every_config_field_has_help():
+    for cls in (SNGANGeneratorConfig, SNGANDiscriminatorConfig, SNWrapperConfig):
+        assert all(f.metadata.get("help") for f in dataclasses.fields(cls)), cls
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONING)
+def test_gradients_reach_every_parameter(conditioning):
+    g, d = make_g(), make_d(conditioning=conditioning)
+    z, text = inputs(g)
+    out = d(g(z, text), text, mismatched_text=text.roll(1, dims=0))
+    (out.logits.mean() + out.mismatched_logits.mean() + sum(f.mean() for f in out.features)).backward()
+    assert "out.parametrizations.weight.original" in dict(d.named_parameters())
+    for name, p in [*g.named_parameters(prefix="G"), *d.named_parameters(prefix="D")]:
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_cbn_starts_as_plain_batchnorm_and_text_conditions_both():
+    g, d = make_g(), make_d()
+    cbns = [m for m in g.modules() if type(m).__name__ == "CondBatchNorm2d"]
+    assert cbns and all((p == 0).all() for m in cbns for p in [*m.gamma.parameters(), *m.beta.parameters()])
+    g.eval(), d.eval()
+    z, text = inputs(g)
+    other = torch.randn_like(text)
+    with torch.no_grad():
+        assert not torch.allclose(g(z, text), g(z, other))  # through the 4x4 map: CBN starts at zero
+        image = g(z, text)
+        assert not torch.allclose(d(image, text).logits, d(image, other).logits)
+
+
+def test_state_dict_round_trip_and_determinism():
+    def build(seed):
+        torch.manual_seed(seed)
+        return make_g(), make_d(conditioning="concat")
+
+    g, d = build(7)
+    z, text = inputs(g)
+    g2, d2 = build(7)
+    assert torch.equal(g(z, text), g2(z, text))  # same seed, same networks (train mode)
+    assert torch.equal(d(torch.ones(B, 3, 32, 32), text).logits, d2(torch.ones(B, 3, 32, 32), text).logits)
+    g3, d3 = build(123)
+    g3.load_state_dict(g.state_dict())
+    d3.load_state_dict(d.state_dict())
+    for m in (g, d, g3, d3):
+        m.eval()
+    with torch.no_grad():
+        image = g(z, text)
+        assert torch.equal(image, g3(z, text))
+        assert torch.equal(d(image, text).logits, d3(image, text).logits)
+
+
+def test_bf16_autocast_channels_last_and_torch_compile():
+    g = make_g().to(memory_format=torch.channels_last)
+    d = make_d(conditioning="concat").to(memory_format=torch.channels_last)
+    z, text = inputs(g, batch=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = d(g(z, text), text, mismatched_text=-text)
+    assert torch.isfinite(out.logits.float()).all() and out.mismatched_logits.shape == (2,)
+    out.logits.float().mean().backward()
+    g.eval(), d.eval()
+    with torch.no_grad():
+        image = g(z, text)
+        assert torch.allclose(torch.compile(g, backend="eager")(z, text), image, atol=1e-5)
+        logits = torch.compile(d, backend="eager")(image, text, text.roll(1, dims=0)).logits
+        assert torch.allclose(logits, d(image, text).logits, atol=1e-5)
+
+
+# -- the sn wrapper ------------------------------------------------------------------------------------------
+
+
+def test_sn_wrapper_spectrally_normalises_dcgan():
+    reg = t2i.registry("discriminators")
+    raw = reg.create("dcgan", {"ndf": 8, "norm": "none"}, resolution=32, text_dim=TEXT_DIM)
+    d = make_sn(norm="none")
+    assert isinstance(d, SNDiscriminator) and type(d.base) is type(raw)
+    convs_and_linears = [n for n, m in d.base.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert d.normalised == convs_and_linears and len(convs_and_linears) == 6
+    assert all(abs(sigma(m) - 1) > 0.3 for m in raw.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    precise = reg.create("sn", {"base_options": {"ndf": 8, "norm": "none"}, "n_power_iterations": 5},
+                         resolution=32, text_dim=TEXT_DIM)
+    text = torch.randn(B, TEXT_DIM)
+    for _ in range(5):  # training-mode passes run the power iterations (15 more ran when wrapping)
+        d(torch.rand(B, 3, 32, 32) * 2 - 1, text)
+        precise(torch.rand(B, 3, 32, 32) * 2 - 1, text)
+    for name in d.normalised:
+        assert sigma(d.base.get_submodule(name)) == pytest.approx(1.0, abs=0.06), name  # 1 iteration per pass
+        assert sigma(precise.base.get_submodule(name)) == pytest.approx(1.0, abs=0.01), name
+    out = d(torch.rand(B, 3, 32, 32), text, mismatched_text=text.roll(1, dims=0))
+    assert out.logits.shape == (B,) and out.mismatched_logits.shape == (B,) and len(out.features) == 3
+
+
+def test_sn_wrapper_leaves_what_is_normalised_and_copies_capabilities():
+    already = make_sn(spectral_norm=True)  # dcgan's own SN on every conv/linear: nothing to add
+    assert already.normalised == []
+    batch = make_sn(norm="batch")  # BatchNorm is left as it is
+    assert any(isinstance(m, nn.BatchNorm2d) for m in batch.modules())
+    specnorm = make_sn(64, base="specnorm", ch=8)
+    assert specnorm.normalised == [] and specnorm.resolutions == SNGANDiscriminator.resolutions
+    assert (specnorm.progressive, specnorm.provides_features) == (False, True)
+
+    class Progressive(Discriminator):  # a stand-in for a growing discriminator: flags and hooks pass through
+        resolutions, progressive, provides_features = (16,), True, False
+
+        def __init__(self, cfg=None, *, resolution, text_dim):
+            super().__init__()
+            self.lin, self.seen = nn.Linear(3, 1), []
+
+        def on_train_step(self, step, images_seen):
+            self.seen.append(images_seen)
+
+        def image_features(self, image):
+            return image.mean(dim=(2, 3)), []
+
+        def condition(self, h, text):
+            return self.lin(h).flatten()
+
+    reg = t2i.registry("discriminators")
+    reg.register("fake-progressive", Progressive)
+    try:
+        d = make_sn(16, base="fake-progressive")
+        assert (d.resolutions, d.progressive, d.provides_features) == ((16,), True, False)
+        assert d.normalised == ["lin"]
+        d.on_train_step(3, 48)
+        assert d.base.seen == [48]
+        assert d(torch.rand(2, 3, 16, 16), torch.randn(2, TEXT_DIM)).logits.shape == (2,)
+    finally:
+        reg.unregister("fake-progressive")
+
+
+def test_sn_wrapper_options_and_errors():
+    assert parse_options("ndf=32,norm=none") == {"ndf": "32", "norm": "none"}
+    assert parse_options("ch=8,attn_res=16,32") == {"ch": "8", "attn_res": "16,32"}
+    assert parse_options("") == {}
+    reg = t2i.registry("discriminators")
+    d = reg.create("sn", {"base_options": "ndf=8,norm=none"}, resolution=64, text_dim=TEXT_DIM)
+    assert d.cfg.base_options == {  # written back in full, so a run's config.toml records the base's defaults
+        "ndf": 8, "text_proj_dim": 128, "norm": "none", "spectral_norm": False, "conditioning": "concat"
+    }
+    with pytest.raises(ValueError, match=r"supports resolutions 32, 64, 128"):
+        reg.create("sn", {"base_options": {"ndf": 8}}, resolution=16, text_dim=TEXT_DIM)
+    with pytest.raises(ValueError, match=r"base: unknown discriminator 'dcgn'; did you mean 'dcgan'"):
+        reg.create("sn", {"base": "dcgn"}, resolution=32, text_dim=TEXT_DIM)
+    with pytest.raises(ValueError, match=r"base: discriminator 'dcgan': unknown key 'ngf'"):
+        reg.create("sn", {"base_options": "ngf=8"}, resolution=32, text_dim=TEXT_DIM)
+    with pytest.raises(t2i.ConfigError, match=r"'sn' cannot wrap itself"):
+        reg.create("sn", {"base": "sn"}, resolution=32, text_dim=TEXT_DIM)
+    assert reg.owner("sn").startswith("t2i-specnorm") and reg.owner("specnorm").startswith("t2i-specnorm")
+    assert t2i.registry("generators").owner("specnorm").startswith("t2i-specnorm")
+
+
+def test_apply_spectral_norm_on_any_module():
+    net = nn.Sequential(
+        nn.Embedding(10, 6), nn.ConvTranspose2d(6, 4, 4, 2, 1), nn.Linear(4, 3), nn.BatchNorm2d(4)
+    )
+    assert apply_spectral_norm(net, n_power_iterations=2) == ["0", "1", "2"]
+    assert apply_spectral_norm(net) == []  # idempotent
+    for _ in range(5):
+        net[0](torch.arange(10)), net[1](torch.randn(1, 6, 3, 3)), net[2](torch.randn(2, 4))
+    assert all(sigma(net[i]) == pytest.approx(1.0, abs=0.02) for i in range(3))
+    zero = nn.Linear(4, 4)
+    nn.init.zeros_(zero.weight)
+    with pytest.raises(ValueError, match="all-zero weight"):
+        apply_spectral_norm(nn.Sequential(zero))
+
+
+# -- real training steps through the engine -------------------------------------------------------------
+
+
+PROJECTION_DCGAN = "ndf=8,norm=none,conditioning=projection"  # as it comes from -D base_options=...
+
+
+def tiny(generator, discriminator):
+    from t2i.config import resolve
+
+    return resolve({
+        "data": {"resolution": 32, "options": {"train_size": 256, "test_size": 64}},
+        "text_encoder": {"options": {"dim": 16}},
+        "generator": generator,
+        "discriminator": discriminator,
+        "train": {"batch_size": 16, "steps": 2, "log_every": 1, "sample_every": 0, "checkpoint_every": 0,
+                  "device": "cpu"},
+        "eval": {"metrics": []},
+    })
+
+
+@pytest.mark.parametrize(
+    "generator, discriminator",
+    [
+        ({"name": "specnorm", "options": {"ch": 8}}, {"name": "specnorm", "options": {"ch": 8}}),
+        (
+            {"name": "dcgan", "options": {"ngf": 8}},
+            {"name": "sn", "options": {"base": "dcgan", "base_options": PROJECTION_DCGAN}},
+        ),
+    ],
+    ids=["specnorm", "sn-dcgan"],
+)
+def test_trains_through_the_engine(tmp_path, generator, discriminator):
+    from t2i.engine.trainer import Trainer
+
+    trainer = Trainer(tiny(generator, discriminator), tmp_path / "run", quiet=True, tensorboard=False)
+    before = [p.detach().clone() for p in trainer.D.parameters()]
+    result = trainer.fit()
+    assert result.status == "finished" and result.step == 2
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.last.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.D.parameters()))
+    if discriminator["name"] == "sn":
+        assert trainer.resolved.discriminator.options["base_options"]["conditioning"] == "projection"
