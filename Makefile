@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MEMBERS := packages/t2i-core $(wildcard plugins/t2i-*)
+# the core, every plugin, and the example third-party plugin (so its tests and the conformance kit cover it)
+MEMBERS := packages/t2i-core $(wildcard plugins/t2i-*) examples/t2i-plugin-example
 STAMP := $(VENV)/.t2i-installed
 PYTEST_ARGS ?=
 

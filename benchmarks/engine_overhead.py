@@ -12,12 +12,12 @@ What is timed, and why:
   (TensorBoard on by default, as in ``t2i run``) and its progress lines (``quiet=True``). Intermediate
   sampling and checkpointing are off (``sample_every = checkpoint_every = 0``); the end-of-run sample
   grid and checkpoint happen after the timed window, and the end-of-run metrics are skipped
-  (``eval.metrics = []``; ``t2i run`` computes none during training either). The only instrumentation is a wrapper around
-  ``trainer.train_step`` that reads the clock as each step starts, so the window from the start of
-  step ``warmup`` to the start of step ``warmup + steps`` holds exactly ``steps`` full iterations of
-  ``fit``'s loop (step, bookkeeping, logging) and nothing else. ``fit()`` runs once per Trainer
-  (it closes the run's writer), so each engine repeat builds a fresh Trainer, exactly as each
-  ``t2i run`` does; the initial weights are checked to be identical every time.
+  (``eval.metrics = []``; ``t2i run`` computes none during training either). The only
+  instrumentation is a wrapper around ``trainer.train_step`` that reads the clock as each step starts,
+  so the window from the start of step ``warmup`` to the start of step ``warmup + steps`` holds
+  exactly ``steps`` full iterations of ``fit``'s loop (step, bookkeeping, logging) and nothing else.
+  ``fit()`` runs once per Trainer (it closes the run's writer), so each engine repeat builds a fresh
+  Trainer, exactly as each ``t2i run`` does; the initial weights are checked to be identical each time.
 - **Hand loop**: the ~40 lines of :func:`hand_loop`: a per-epoch permutation, a random caption per image
   from the precomputed embedding table, the hinge + matching-aware losses written inline, Adam with the
   engine's settings, D frozen during the G step, ``AveragedModel`` EMA, and a printed loss line every
@@ -26,7 +26,9 @@ What is timed, and why:
 
 Engine and hand repeats alternate (A B A B ...) so that drift in machine load hits both alike; the
 script reports the median of each and their ratio. On CUDA the device is synchronised at the two ends
-of each timed window only.
+of each timed window only. It also reports images per CPU-second (process CPU time over the same
+window): on a machine shared with other busy processes, wall-clock repeats scatter, and the CPU-time
+ratio is the steadier estimate of the engine's own cost.
 
 Run: ``.venv/bin/python benchmarks/engine_overhead.py`` (``--help`` for options). On a shared machine,
 ``--threads 1`` avoids the collapse of 2-thread OpenMP kernels when another process holds a core.
@@ -39,12 +41,14 @@ import contextlib
 import copy
 import gc
 import io
+import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,10 +58,13 @@ from t2i.config import resolve
 from t2i.engine.trainer import Trainer
 
 TARGET = 0.97
+nan = float("nan")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--resolution", type=int, default=32, help="image side in pixels")
     p.add_argument("--batch-size", type=int, default=64, help="images per step")
     p.add_argument("--steps", type=int, default=200, help="timed steps per repeat")
@@ -66,9 +73,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ngf", type=int, default=32, help="generator width")
     p.add_argument("--ndf", type=int, default=32, help="discriminator width")
     p.add_argument("--log-every", type=int, default=50, help="steps between log lines (both loops)")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-tensorboard", action="store_true", help="engine without TensorBoard events (t2i run writes them)")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), default="auto", help="auto: cuda if available"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (unset: torch's own choice)")
+    p.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="engine without TensorBoard events (t2i run writes them)",
+    )
     args = p.parse_args(argv)
     if min(args.steps, args.repeats, args.batch_size, args.log_every) < 1 or args.warmup < 0:
         p.error("--steps, --repeats, --batch-size and --log-every must be >= 1, --warmup >= 0")
@@ -76,20 +89,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_config(args: argparse.Namespace) -> Any:
-    return resolve({
-        "data": {"resolution": args.resolution},
-        "generator": {"options": {"ngf": args.ngf}},
-        "discriminator": {"options": {"ndf": args.ndf}},
-        "train": {
-            "batch_size": args.batch_size,
-            "device": args.device,
-            "steps": args.warmup + args.steps + 1,  # +1: the window ends when step warmup+steps starts
-            "log_every": args.log_every,
-            "sample_every": 0,
-            "checkpoint_every": 0,
-        },
-        "eval": {"metrics": []},  # end-of-run metrics only (eval.every = 0): outside the window, and slow
-    })
+    return resolve(
+        {
+            "data": {"resolution": args.resolution},
+            "generator": {"options": {"ngf": args.ngf}},
+            "discriminator": {"options": {"ndf": args.ndf}},
+            "train": {
+                "batch_size": args.batch_size,
+                "device": args.device,
+                "steps": args.warmup + args.steps + 1,  # +1: the window ends when step warmup+steps starts
+                "log_every": args.log_every,
+                "sample_every": 0,
+                "checkpoint_every": 0,
+            },
+            "eval": {"metrics": []},  # end-of-run metrics only (eval.every = 0): outside the window, and slow
+        }
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -102,14 +117,18 @@ def _clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def window_rate(stamps: list[tuple[float, float]], warmup: int, steps: int, batch_size: int) -> tuple[float, float]:
-    """(images per wall second, images per CPU second) between the starts of steps ``warmup`` and ``warmup + steps``."""
+def window_rate(
+    stamps: list[tuple[float, float]], warmup: int, steps: int, batch_size: int
+) -> tuple[float, float]:
+    """(img per wall second, img per CPU second) from the start of step ``warmup`` to ``warmup + steps``."""
     (w0, c0), (w1, c1) = stamps[warmup], stamps[warmup + steps]
     return steps * batch_size / (w1 - w0), steps * batch_size / max(c1 - c0, 1e-9)
 
 
 # -- the engine ------------------------------------------------------------------------------------------
-def engine_run(trainer: Trainer, args: argparse.Namespace, sink: io.StringIO) -> tuple[tuple[float, float], dict[str, float]]:
+def engine_run(
+    trainer: Trainer, args: argparse.Namespace, sink: io.StringIO
+) -> tuple[tuple[float, float], dict[str, float]]:
     """``trainer.fit()`` with a clock read at the start of every step; returns (rates, last logged record)."""
     stamps: list[tuple[float, float]] = []
     inner: Callable[[], dict[str, torch.Tensor]] = trainer.train_step
@@ -151,7 +170,11 @@ def hand_loop(
     """What a competent PyTorch user writes for this recipe. Returns the clocks at the start of every step."""
     opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
-    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay > 0 else None
+    ema = (
+        AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        if ema_decay > 0
+        else None
+    )
     n, k = caption_ids.shape
     per_epoch = n // batch_size
     stamps: list[tuple[float, float]] = []
@@ -167,7 +190,7 @@ def hand_loop(
         real = images[idx].to(device).permute(0, 3, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
         text = text_table[cid.to(device)]
 
-        # D: hinge on (real, text) and (fake, text), plus real images against the batch's captions rolled by one
+        # D: hinge on (real, text) and (fake, text), plus real images against the captions rolled by one
         z = torch.randn(batch_size, G.z_dim, device=device)
         with torch.no_grad():
             fake = G(z, text)
@@ -195,25 +218,43 @@ def hand_loop(
 
         if (step + 1) % log_every == 0:
             last = {"d/total": d_loss.item(), "g/total": g_loss.item()}
-            print(f"step {step + 1} | d {last['d/total']:.3f} | g {last['g/total']:.3f}", file=sink, flush=True)
+            print(
+                f"step {step + 1} | d {last['d/total']:.3f} | g {last['g/total']:.3f}", file=sink, flush=True
+            )
     return stamps, last
 
 
 def hand_run(
-    G0: torch.nn.Module, D0: torch.nn.Module, data: dict[str, torch.Tensor], cfg: Any, device: torch.device,
-    args: argparse.Namespace, sink: io.StringIO,
+    G0: torch.nn.Module,
+    D0: torch.nn.Module,
+    data: dict[str, torch.Tensor],
+    cfg: Any,
+    device: torch.device,
+    args: argparse.Namespace,
+    sink: io.StringIO,
 ) -> tuple[tuple[float, float], dict[str, float]]:
     t = cfg.train
     stamps, last = hand_loop(
-        copy.deepcopy(G0), copy.deepcopy(D0), data["images"], data["caption_ids"], data["text_table"],
-        device=device, batch_size=t.batch_size, lr_g=t.lr_g, lr_d=t.lr_d, betas=tuple(t.betas), ema_decay=t.ema,
-        n_steps=args.warmup + args.steps + 1, log_every=args.log_every,
-        edges={args.warmup, args.warmup + args.steps}, sink=sink,
+        copy.deepcopy(G0),
+        copy.deepcopy(D0),
+        data["images"],
+        data["caption_ids"],
+        data["text_table"],
+        device=device,
+        batch_size=t.batch_size,
+        lr_g=t.lr_g,
+        lr_d=t.lr_d,
+        betas=tuple(t.betas),
+        ema_decay=t.ema,
+        n_steps=args.warmup + args.steps + 1,
+        log_every=args.log_every,
+        edges={args.warmup, args.warmup + args.steps},
+        sink=sink,
     )
     return window_rate(stamps, args.warmup, args.steps, args.batch_size), last
 
 
-# -- driver ------------------------------------------------------------------------------------------------------
+# -- driver --------------------------------------------------------------------------------------------
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -228,8 +269,9 @@ def machine_info(device: torch.device) -> str:
         pass
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu})"
     return (
-        f"python {platform.python_version()} | torch {torch.__version__} | {platform.system()} {platform.machine()} | "
-        f"device {dev} | torch threads {torch.get_num_threads()} of {__import__('os').cpu_count()} CPUs"
+        f"python {platform.python_version()} | torch {torch.__version__} | "
+        f"{platform.system()} {platform.machine()} | "
+        f"device {dev} | torch threads {torch.get_num_threads()} of {os.cpu_count()} CPUs"
     )
 
 
@@ -250,18 +292,28 @@ def main(argv: list[str] | None = None) -> int:
             if G0 is None:  # the first build supplies the hand loop's networks and data
                 print(machine_info(trainer.device))
                 print(
-                    f"recipe: shapes {args.resolution}px ({len(trainer.images)} train images), bow (frozen) -> dcgan "
-                    f"ngf {args.ngf} / ndf {args.ndf}, hinge + matching_aware, Adam {tuple(cfg.train.betas)}, "
+                    f"recipe: shapes {args.resolution}px ({len(trainer.images)} train images), "
+                    f"bow (frozen) -> dcgan ngf {args.ngf} / ndf {args.ndf}, hinge + matching_aware, "
+                    f"Adam {tuple(cfg.train.betas)}, "
                     f"EMA {cfg.train.ema}, batch {args.batch_size}, precision {trainer.precision.name}, "
                     f"TensorBoard {'on' if tensorboard else 'off'}"
                 )
-                print(f"each repeat: {args.warmup} warmup + {args.steps} timed steps; engine and hand alternate\n")
+                print(
+                    f"each repeat: {args.warmup} warmup + {args.steps} timed steps; "
+                    "engine and hand alternate\n"
+                )
                 if not trainer.captions.frozen:
                     raise SystemExit("this benchmark expects the default recipe's frozen text encoder")
                 G0, D0 = copy.deepcopy(trainer.G), copy.deepcopy(trainer.D)
-                data = {"images": trainer.images, "caption_ids": trainer.caption_ids, "text_table": trainer.captions.table}
+                data = {
+                    "images": trainer.images,
+                    "caption_ids": trainer.caption_ids,
+                    "text_table": trainer.captions.table,
+                }
             elif not (_same_weights(trainer.G, G0) and _same_weights(trainer.D, D0)):
-                raise SystemExit("a fresh Trainer built different initial weights; the comparison would be unfair")
+                raise SystemExit(
+                    "a fresh Trainer built different initial weights; the comparison would be unfair"
+                )
 
             for side in ("engine", "hand"):
                 gc.collect()
@@ -271,9 +323,11 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     rate, last = hand_run(G0, D0, data, cfg, data["text_table"].device, args, sink)
                 rates[side].append(rate)
-                print(f"repeat {r + 1}  {side:6s} {rate[0]:8.1f} img/s  {rate[1]:8.1f} img/CPU-s   "
-                      f"(last log: d {last.get('d/total', float('nan')):.3f}, g {last.get('g/total', float('nan')):.3f})",
-                      flush=True)
+                print(
+                    f"repeat {r + 1}  {side:6s} {rate[0]:8.1f} img/s  {rate[1]:8.1f} img/CPU-s   "
+                    f"(last log: d {last.get('d/total', nan):.3f}, g {last.get('g/total', nan):.3f})",
+                    flush=True,
+                )
 
     print()
     medians = {}
@@ -281,16 +335,25 @@ def main(argv: list[str] | None = None) -> int:
         wall = [w for w, _ in rates[side]]
         cpu = [c for _, c in rates[side]]
         medians[side] = statistics.median(wall), statistics.median(cpu)
-        print(f"{label}: {medians[side][0]:8.1f} img/s  (median of {', '.join(f'{x:.1f}' for x in wall)}); "
-              f"{medians[side][1]:8.1f} img/CPU-s")
+        print(
+            f"{label}: {medians[side][0]:8.1f} img/s  (median of {', '.join(f'{x:.1f}' for x in wall)}); "
+            f"{medians[side][1]:8.1f} img/CPU-s"
+        )
     ratio = medians["engine"][0] / medians["hand"][0]
     cpu_ratio = medians["engine"][1] / medians["hand"][1]
-    pairs = [e[0] / h[0] for e, h in zip(rates["engine"], rates["hand"])]
+    pairs = [e[0] / h[0] for e, h in zip(rates["engine"], rates["hand"], strict=True)]
     extra_ms = (1 / medians["engine"][0] - 1 / medians["hand"][0]) * args.batch_size * 1e3
-    print(f"per-repeat ratios: {', '.join(f'{x:.3f}' for x in pairs)}; engine cost per step vs hand: {extra_ms:+.2f} ms")
-    print(f"ratio engine/hand: {ratio:.3f} wall-clock ({'meets' if ratio >= TARGET else 'MISSES'} the {TARGET} target); "
-          f"{cpu_ratio:.3f} in CPU time")
+    print(
+        f"per-repeat ratios: {', '.join(f'{x:.3f}' for x in pairs)}; "
+        f"engine cost per step vs hand: {extra_ms:+.2f} ms"
+    )
+    print(
+        f"ratio engine/hand: {ratio:.3f} wall-clock "
+        f"({'meets' if ratio >= TARGET else 'MISSES'} the {TARGET} target); "
+        f"{cpu_ratio:.3f} in CPU time"
+    )
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,12 @@ A plugin is a module with ``@t2i.hookimpl`` functions, named by an entry point i
 
 ``register(name, factory, *, config=None, help="", **metadata)``: ``factory(cfg, **context)`` builds the
 component from an instance of the ``config`` dataclass (or with no config argument when there is none).
+
+Metadata keys t2i reads (all optional):
+
+- ``role``: for losses, ``"adversarial"`` (chosen with ``--loss``) or ``"term"`` (added with ``--term``);
+- ``test_options``: small options for the conformance kit (:mod:`t2i.testing`), e.g. ``{"ngf": 8}``;
+- ``test_evaluate``: for metrics, ``True`` when evaluating is cheap enough for the kit to run it.
 """
 
 from __future__ import annotations

@@ -284,8 +284,9 @@ class Metric(abc.ABC):
     """A number about a generator, with the protocol that produced it. Factories: ``factory(cfg)``.
 
     ``evaluate`` receives ``generate(captions) -> uint8 (B, R, R, 3)`` images and the reference split;
-    it returns ``{name: value}`` plus whatever protocol fields (sample counts, extractor, seeds) make the
-    figure reproducible, under the key ``"protocol"``.
+    it returns ``{key: value}`` plus whatever protocol fields (sample counts, extractor, seeds) make the
+    figure reproducible, under the key ``"protocol"``. Keys are logged as given when they contain a ``/``
+    (``"shapes_accuracy/colour"``), else as ``"<metric name>/<key>"``.
     """
 
     higher_is_better: ClassVar[bool] = True

@@ -37,6 +37,7 @@ BUILTIN_PLUGINS = (
     "t2i.builtins.losses",
     "t2i.builtins.data",
     "t2i.builtins.text",
+    "t2i.builtins.metrics",
 )
 CORE_DIST = "t2i-core"
 ENV_LOAD = "T2I_LOAD_PLUGINS"

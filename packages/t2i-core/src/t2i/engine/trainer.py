@@ -312,7 +312,7 @@ class Trainer:
                     at_log = self.step % self.t.log_every == 0
                     at_ckpt = self.t.checkpoint_every and self.step % self.t.checkpoint_every == 0
                     if at_log or at_ckpt:
-                        if not all(torch.isfinite(v) for v in sums.values()):
+                        if not bool(torch.stack(list(sums.values())).isfinite().all()):  # one device sync
                             status = "diverged"
                             bad = sorted(k for k, v in sums.items() if not torch.isfinite(v))
                             message = f"non-finite {', '.join(bad)} before step {self.step}"

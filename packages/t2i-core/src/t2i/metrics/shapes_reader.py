@@ -84,7 +84,7 @@ class ReaderRecipe:
     steps: int = 700
     batch_size: int = 64
     lr: float = 3e-3
-    trunk: tuple[tuple[int, int], ...] = ((24, 1), (32, 2), (48, 1), (64, 2), (64, 2))  # (width, stride)
+    trunk: tuple[tuple[int, int], ...] = ((16, 1), (24, 2), (32, 1), (48, 2), (64, 2))  # (width, stride)
     hidden: int = 128
     noise_max: float = 0.08  # per-image Gaussian pixel noise std ~ U(0, noise_max), on [0, 1] pixels
     blur_prob: float = 0.5  # probability of mixing in a 3x3 box blur, with weight ~ U(0, 1)
