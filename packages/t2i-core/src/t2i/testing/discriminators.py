@@ -1,0 +1,186 @@
+"""The discriminator check: a :class:`~t2i.interfaces.DiscOutput` of the right shapes, gradients to every
+weight and to the image, captions and images that matter, reproducible builds and checkpoints, bf16
+and ``channels_last`` input."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..interfaces import DiscOutput, Discriminator
+from ._common import (
+    _DIFFERS,
+    Report,
+    _assert_finite,
+    _assert_gradients,
+    _bf16,
+    _comparable,
+    _config,
+    _declared_resolutions,
+    _max_diff,
+    _perturbed,
+    _randn,
+    _restores_rng,
+    _set_phase,
+)
+from .networks import (
+    _assert_bf16_backward,
+    _builder,
+    _check_reproducible,
+    _final,
+    _first_build,
+    _phases,
+    _pick_resolutions,
+    _where,
+)
+
+
+@_restores_rng
+def check_discriminator(
+    name: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    resolutions: Sequence[int] | None = None,
+    batch: int = 2,
+    text_dim: int = 16,
+) -> Report:
+    """Check registered discriminator ``name`` (built with ``options`` over its ``test_options``).
+
+    At each resolution: a :class:`DiscOutput` with finite ``(B,)`` logits, a list of features (non-empty
+    when ``provides_features``), ``mismatched_logits`` exactly when mismatched text is given; gradients
+    reach every trainable parameter and the input image; the text and the image change the logits;
+    determinism under a seed; state-dict round trip; CPU bf16 autocast; ``channels_last`` input.
+    """
+    report = Report(f"discriminator '{name}'")
+    cfg = _config("discriminators", name, options)
+    for r in _pick_resolutions(report, _declared_resolutions("discriminators", name), resolutions):
+        _discriminator_at(report, name, cfg, r, batch, text_dim)
+    report.raise_for_failures()
+    return report
+
+
+def _discriminator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_dim: int) -> None:
+    build = _builder("discriminators", name, cfg, r, text_dim)
+    d = _first_build(report, build, "d", r, text_dim)
+    if d is None:
+        return
+
+    image = torch.tanh(_randn((b, 3, r, r), 1))
+    image2 = torch.tanh(_randn((b, 3, r, r), 2))
+    text, text2 = _randn((b, text_dim), 3), _randn((b, text_dim), 4)
+    mismatched = text.roll(1, 0)
+    w_logits, w_mismatched = _randn((b,), 5), _randn((b,), 6)
+
+    def objective_on(x: Tensor) -> Callable[[nn.Module], Tensor]:
+        def objective(m: nn.Module) -> Tensor:
+            out = m(x, text, mismatched_text=mismatched)
+            total = (out.logits.float() * w_logits).sum() + (
+                out.mismatched_logits.float() * w_mismatched
+            ).sum()
+            for i, f in enumerate(out.features):
+                total = total + (f.float() * _randn(f.shape, 100 + i)).sum() / math.sqrt(f.numel())
+            return total
+
+        return objective
+
+    with report.check(f"output at {r} px"):
+        d.train()
+        for seen in _phases(d):
+            _set_phase(d, seen)
+            with torch.no_grad():
+                where = _where(d, seen)
+                _assert_disc_output(d(image, text), b, d, where, mismatched=False)
+                _assert_disc_output(d(image, text, mismatched_text=mismatched), b, d, where, mismatched=True)
+        d.eval()
+        _set_phase(d, 0)
+        with torch.no_grad():
+            out = d(image, text, mismatched_text=mismatched)
+        _assert_disc_output(out, b, d, " in eval mode", mismatched=True)
+
+    with report.check(f"gradients at {r} px"):
+        x = image.clone().requires_grad_(True)
+        _assert_gradients(_perturbed(d).train(), objective_on(x), _phases(d))
+        assert x.grad is not None and x.grad.abs().sum() > 0, (
+            "no gradient reaches the input image (gradient penalties and G's updates need it)"
+        )
+        _assert_finite(x.grad, "the gradient w.r.t. the input image")
+
+    with report.check(f"text and image change the logits at {r} px"):
+        m = _perturbed(d).eval()
+        for seen in sorted({0, _final(m)}):
+            _set_phase(m, seen)
+            with torch.no_grad():
+                out = m(image, text, mismatched_text=mismatched)
+                other_text, other_image = m(image, text2).logits, m(image2, text).logits
+            _comparable(out.logits, out.mismatched_logits, other_text, other_image)
+            assert _max_diff(out.logits, other_text) > _DIFFERS, (
+                f"the logits do not depend on the text embedding{_where(m, seen)} (the caption is ignored)"
+            )
+            assert _max_diff(out.logits, out.mismatched_logits) > _DIFFERS, (
+                f"mismatched_logits equal the logits{_where(m, seen)}: mismatched_text is ignored"
+            )
+            assert _max_diff(out.logits, other_image) > _DIFFERS, (
+                f"the logits do not depend on the image{_where(m, seen)}"
+            )
+
+    def both_logits(m: nn.Module) -> dict[str, Tensor]:
+        out = m(image, text, mismatched_text=mismatched)
+        return {"logits": out.logits, "mismatched_logits": out.mismatched_logits}
+
+    _check_reproducible(report, r, build, lambda m: {"logits": m(image, text).logits}, both_logits)
+
+    with report.check(f"CPU bf16 autocast at {r} px"):
+        m = copy.deepcopy(d).eval()
+        with torch.no_grad(), _bf16():
+            out = m(image, text, mismatched_text=mismatched)
+        _assert_disc_output(out, b, m, " under bf16 autocast", mismatched=True)
+        _assert_bf16_backward(m.train(), objective_on(image.clone().requires_grad_(True)))
+
+    with report.check(f"channels_last at {r} px"):
+        ref = copy.deepcopy(d).eval()
+        cl = copy.deepcopy(d).to(memory_format=torch.channels_last).eval()
+        x_cl = image.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            a_out, b_out = ref(image, text).logits, cl(x_cl, text).logits
+        _comparable(a_out, b_out)
+        assert torch.allclose(a_out, b_out, rtol=1e-4, atol=1e-4), (
+            f"a channels_last input changes the logits (max difference {_max_diff(a_out, b_out):.3g})"
+        )
+        objective_on(x_cl.clone().requires_grad_(True))(cl.train()).backward()
+
+
+def _assert_disc_output(out: Any, b: int, d: Discriminator, where: str, mismatched: bool) -> None:
+    assert isinstance(out, DiscOutput), f"returned {type(out).__name__}{where}, expected a t2i DiscOutput"
+    logits = out.logits
+    assert isinstance(logits, Tensor), f"logits are a {type(logits).__name__}{where}, expected a Tensor"
+    assert tuple(logits.shape) == (b,), (
+        f"logits shape {tuple(logits.shape)}{where}, expected ({b},): one logit per image"
+    )
+    assert logits.is_floating_point(), f"logits dtype {logits.dtype}{where}, expected a float dtype"
+    _assert_finite(logits, f"logits{where}")
+    assert isinstance(out.features, list), (
+        f"features is a {type(out.features).__name__}{where}, expected a list"
+    )
+    if d.provides_features:
+        assert out.features, (
+            f"features is empty{where} but the discriminator declares provides_features = True"
+        )
+    for i, f in enumerate(out.features):
+        assert isinstance(f, Tensor) and f.shape[:1] == (b,), f"features[{i}]{where} is not a (B, ...) tensor"
+        _assert_finite(f, f"features[{i}]{where}")
+    if not mismatched:
+        assert out.mismatched_logits is None, (
+            f"mismatched_logits is set{where} although no mismatched_text was given"
+        )
+        return
+    m = out.mismatched_logits
+    assert m is not None, f"mismatched_logits is None{where} although mismatched_text was given"
+    assert isinstance(m, Tensor) and tuple(m.shape) == (b,), (
+        f"mismatched_logits shape {tuple(getattr(m, 'shape', ()))}{where}, expected ({b},)"
+    )
+    _assert_finite(m, f"mismatched_logits{where}")

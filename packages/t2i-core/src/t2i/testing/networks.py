@@ -1,0 +1,133 @@
+"""What the generator and discriminator checks share: which resolutions to check, where a progressive
+network is probed along its growth, building at a resolution, and the properties that only differ in
+what is called (determinism, state-dict round trip, bf16 gradients)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._common import (
+    _NETWORKS,
+    Report,
+    _assert_same_weights,
+    _bf16,
+    _build,
+    _comparable,
+    _max_diff,
+    _names,
+    _round_trip,
+    _same_under_seed,
+    _set_phase,
+)
+
+# images_seen values at which progressive networks are checked: every half decade from 10 to 1e12,
+# so every phase and fade-in of any plausible growth schedule is visited at least once.
+_PHASE_POINTS = (0, *(int(10 ** (k / 2)) for k in range(2, 25)))
+
+_Outputs = Callable[[nn.Module], dict[str, Tensor]]  # a network's named outputs on the check's inputs
+
+
+def _pick_resolutions(report: Report, declared: Sequence[int], wanted: Sequence[int] | None) -> list[int]:
+    if wanted is None:
+        chosen = [r for r in declared if r <= 64] + [r for r in declared if r == 128]
+    else:
+        chosen = [r for r in declared if r in set(wanted)]
+    if not chosen:  # always check something: the smallest resolution the component declares
+        chosen = [min(declared)]
+        report.skipped.append(
+            f"none of the resolutions asked for ({', '.join(map(str, wanted or ()))}) is declared "
+            f"({', '.join(map(str, declared))}); checked {chosen[0]} px instead"
+        )
+    return chosen
+
+
+def _phases(model: nn.Module) -> tuple[int, ...]:
+    return _PHASE_POINTS if getattr(model, "progressive", False) else (0,)
+
+
+def _final(model: nn.Module) -> int:
+    return _phases(model)[-1]
+
+
+def _where(model: nn.Module, seen: int) -> str:
+    return f" after {seen:,} images" if getattr(model, "progressive", False) else ""
+
+
+def _builder(kind: str, name: str, cfg: Any, r: int, text_dim: int) -> Callable[[int], Any]:
+    """``build(seed)``: the network at ``r`` px, built under ``seed``, at the start of its growth."""
+    base = _NETWORKS[kind]
+
+    def build(seed: int) -> Any:
+        net = _build(kind, name, cfg, seed, base, resolution=r, text_dim=text_dim)
+        _set_phase(net, 0)
+        return net
+
+    return build
+
+
+def _first_build(
+    report: Report,
+    build: Callable[[int], Any],
+    who: str,
+    r: int,
+    text_dim: int,
+    *more: Callable[[Any], None],
+) -> Any:
+    """The network built under seed 0 (checking the attributes it must set), or ``None``."""
+    net = None
+    with report.check(f"builds at {r} px"):
+        net = build(0)
+        for attr, expected in (("resolution", r), ("text_dim", text_dim)):
+            value = getattr(net, attr, None)
+            assert value == expected, f"{who}.{attr} is {value!r}, expected {expected}"
+        for check in more:
+            check(net)
+    if net is None:
+        report.skipped.append(f"the other checks at {r} px (it does not build)")
+    return net
+
+
+def _check_reproducible(
+    report: Report, r: int, build: Callable[[int], Any], outputs: _Outputs, restored: _Outputs
+) -> None:
+    """Two builds under one seed agree on ``outputs``; a state-dict round trip keeps ``restored``."""
+    with report.check(f"deterministic under a seed at {r} px"):
+        a, c = build(7), build(7)
+        _assert_same_weights(a, c, 7)
+        out_a, out_c = _same_under_seed(lambda: outputs(a), lambda: outputs(c), 11)
+        for what in out_a:
+            _comparable(out_a[what], out_c[what])
+            assert torch.equal(out_a[what], out_c[what]), (
+                f"two builds under torch.manual_seed(7), called under torch.manual_seed(11) on the same "
+                f"input, give different {what} (max difference {_max_diff(out_a[what], out_c[what]):.3g}): "
+                f"draw randomness from torch's RNG, not from random, numpy or the clock"
+            )
+
+    with report.check(f"state-dict round trip at {r} px"):
+        src, dst = build(3), build(4)
+        _set_phase(src, _final(src))
+        with torch.no_grad():
+            restored(src.train())  # move running statistics (and spectral-norm vectors) off their init
+        _set_phase(dst, _final(dst))
+        _round_trip(src, dst)
+        src.eval(), dst.eval()
+        out_src, out_dst = _same_under_seed(lambda: restored(src), lambda: restored(dst), 13)
+        for what in out_src:
+            _comparable(out_src[what], out_dst[what])
+            assert torch.allclose(out_src[what], out_dst[what], rtol=1e-5, atol=1e-6), (
+                f"a fresh instance loaded with the state_dict gives different {what} in eval mode "
+                f"(max difference {_max_diff(out_src[what], out_dst[what]):.3g}): state that changes "
+                f"the output is not in state_dict (register it as a buffer)"
+            )
+
+
+def _assert_bf16_backward(model: nn.Module, objective: Callable[[nn.Module], Tensor]) -> None:
+    with _bf16():
+        loss = objective(model)
+    loss.backward()
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients under bf16 autocast: {_names(bad)}"

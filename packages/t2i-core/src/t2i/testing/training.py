@@ -1,0 +1,179 @@
+"""A real training step with the engine: the check that every component works with the others."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UsageError
+from ..plugins import registry
+from ._common import _declared_resolutions, _is_adversarial, _one_line, _options, _progressive, _restores_rng
+from .data import _small_data_options
+from .toys import TOY, _toys_registered
+
+
+@_restores_rng
+def check_training_step(
+    generator: str | None = None,
+    discriminator: str | None = None,
+    *,
+    generator_options: Mapping[str, Any] | None = None,
+    discriminator_options: Mapping[str, Any] | None = None,
+    loss: str | None = None,
+    loss_options: Mapping[str, Any] | None = None,
+    resolution: int | None = None,
+    steps: int = 2,
+    batch_size: int = 8,
+    text_dim: int = 16,
+    run_dir: str | Path | None = None,
+    **overrides: Any,
+) -> Any:
+    """Train ``generator`` against ``discriminator`` for ``steps`` real engine steps on a tiny Shapes split.
+
+    A network left out is the kit's toy one (for a progressive network: a registered progressive
+    partner). Options are merged over each component's ``test_options``. ``loss`` adds a registered loss:
+    as the adversarial loss if its role is ``adversarial``, else as a term of weight 1. The resolution is
+    32 px if both networks declare it, else the smallest they share. ``overrides`` are raw config
+    sections merged last (``train={"precision": "bf16"}``, ``data={"name": "mydata"}``).
+
+    Asserts status ``finished``, finite logged losses and that both networks' weights changed. A
+    combination the engine refuses raises its :class:`UsageError` (one line), so a caller can skip it.
+    Returns the :class:`~t2i.engine.trainer.RunResult` (the run folder is a temporary one unless
+    ``run_dir`` is given).
+    """
+    from ..config import merge, resolve
+    from ..engine.trainer import Trainer
+
+    with _toys_registered(), contextlib.ExitStack() as stack:
+        generator, discriminator = _pair(generator, discriminator)
+        if resolution is None:
+            g_res = _declared_resolutions("generators", generator)
+            shared = sorted(set(g_res) & set(_declared_resolutions("discriminators", discriminator)))
+            resolution = 32 if 32 in shared else (shared[0] if shared else g_res[0])
+        label = (
+            f"training step of generator '{generator}' with discriminator '{discriminator}' "
+            f"at {resolution} px"
+        )
+        raw = _raw_config(
+            generator, discriminator, generator_options, discriminator_options, resolution, steps, batch_size
+        )
+        if loss is not None:
+            raw["loss"] = _loss_section(loss, loss_options)
+        raw = merge(raw, overrides)
+        _small_data_and_encoder(raw, batch_size, text_dim)
+        cfg = resolve(raw)
+
+        if run_dir is None:
+            run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="t2i-check-"))) / "run"
+        trainer = Trainer(cfg, Path(run_dir), quiet=True, tensorboard=False)  # UsageError: refused
+        g0 = [p.detach().clone() for p in trainer.G.parameters()]
+        d0 = [p.detach().clone() for p in trainer.D.parameters()]
+        try:
+            result = trainer.fit()
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise AssertionError(f"{label}: raised {type(exc).__name__}: {_one_line(exc)}") from exc
+        assert result.status == "finished", f"{label}: status {result.status!r} ({result.message})"
+        assert result.step == steps, f"{label}: stopped at step {result.step} of {steps}"
+        logged = {k: v for k, v in result.last.items() if k.startswith(("d/", "g/"))}
+        assert logged, f"{label}: no losses were logged"
+        bad = sorted(k for k, v in logged.items() if not math.isfinite(v))
+        assert not bad, f"{label}: non-finite logged losses {', '.join(bad)}"
+        assert any(not torch.equal(a, p) for a, p in zip(g0, trainer.G.parameters())), (
+            f"{label}: the generator's weights did not change"
+        )
+        assert any(not torch.equal(a, p) for a, p in zip(d0, trainer.D.parameters())), (
+            f"{label}: the discriminator's weights did not change"
+        )
+    return result
+
+
+def _pair(generator: str | None, discriminator: str | None) -> tuple[str, str]:
+    """The networks named, a network left out being the toy one or a progressive partner."""
+    if generator is None:
+        d_grows = discriminator is not None and _progressive("discriminators", discriminator)
+        hint = _declared_resolutions("discriminators", discriminator) if discriminator else (32,)
+        generator = _partner("generators", d_grows, hint)
+    if discriminator is None:
+        g_grows = _progressive("generators", generator)
+        discriminator = _partner("discriminators", g_grows, _declared_resolutions("generators", generator))
+    return generator, discriminator
+
+
+def _partner(kind: str, progressive: bool, resolution_hint: Sequence[int]) -> str:
+    """The toy network, or for a progressive component the first registered progressive partner."""
+    if not progressive:
+        return TOY
+    for name in registry(kind).names():
+        if _progressive(kind, name) and set(_declared_resolutions(kind, name)) & set(resolution_hint):
+            return name
+    return TOY  # none installed: the engine refuses the pair with a one-line UsageError
+
+
+def _raw_config(
+    generator: str,
+    discriminator: str,
+    generator_options: Mapping[str, Any] | None,
+    discriminator_options: Mapping[str, Any] | None,
+    resolution: int,
+    steps: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """A raw experiment config: Shapes, bag of words, the two networks, a short quiet CPU run."""
+    from ..config import ExperimentConfig
+
+    raw: dict[str, Any] = {
+        "data": {"name": "shapes", "resolution": resolution, "options": {}},
+        "text_encoder": {"name": "bow", "options": {}},
+        "generator": {"name": generator, "options": _options("generators", generator, generator_options)},
+        "discriminator": {
+            "name": discriminator,
+            "options": _options("discriminators", discriminator, discriminator_options),
+        },
+        "train": {
+            "batch_size": batch_size,
+            "steps": steps,
+            "epochs": None,
+            "minutes": None,
+            "log_every": 1,
+            "sample_every": 0,
+            "checkpoint_every": 0,
+            "device": "cpu",
+            "seed": 0,
+        },
+    }
+    if any(f.name == "eval" for f in dataclasses.fields(ExperimentConfig)):
+        raw["eval"] = {"metrics": []}  # no evaluation after two steps
+    return raw
+
+
+def _loss_section(loss: str, loss_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``loss`` as the adversarial loss if that is its role, else as a term of weight 1."""
+    opts = _options("losses", loss, loss_options)
+    if _is_adversarial(loss):
+        return {"adversarial": loss, "options": opts}
+    section: dict[str, Any] = {"terms": {loss: 1.0}}
+    if opts:
+        section["term_options"] = {loss: opts}
+    return section
+
+
+def _small_data_and_encoder(raw: dict[str, Any], batch_size: int, text_dim: int) -> None:
+    """Shrink the data set (unless options were given) and give the text encoder its test options."""
+    data = raw["data"]
+    if not data["options"]:
+        data["options"] = _small_data_options(data["name"], 8 * batch_size, 2 * batch_size) or {}
+    enc_name = raw["text_encoder"]["name"]
+    enc_opts = _options("text_encoders", enc_name, raw["text_encoder"]["options"])
+    enc_cfg = registry("text_encoders").get(enc_name).config
+    if enc_cfg is not None and "dim" in {f.name for f in dataclasses.fields(enc_cfg)}:
+        enc_opts.setdefault("dim", text_dim)
+    raw["text_encoder"]["options"] = enc_opts
