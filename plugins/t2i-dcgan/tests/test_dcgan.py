@@ -24,6 +24,7 @@ D_VARIANTS = {  # id -> DCGANDiscriminatorConfig options
     "projection": dict(conditioning="projection"),
     "projection-sn": dict(conditioning="projection", norm="none", spectral_norm=True),
     "concat-sn-bn": dict(conditioning="concat", spectral_norm=True),
+    "hybrid-sn": dict(conditioning="hybrid", norm="none", spectral_norm=True),
 }
 
 

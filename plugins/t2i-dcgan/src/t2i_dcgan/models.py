@@ -78,15 +78,16 @@ class DCGANDiscriminatorConfig:
     spectral_norm: bool = field(
         default=False, metadata={"help": "spectral norm on every conv/linear (usually with norm='none')"}
     )
-    conditioning: Literal["concat", "projection"] = field(
+    conditioning: Literal["concat", "projection", "hybrid"] = field(
         default="concat",
-        metadata={"help": "'concat': tile text at 4x4 (GAN-INT-CLS); 'projection': <embed(text), pooled h>"},
+        metadata={"help": "'concat': tile text at 4x4 (GAN-INT-CLS); 'projection': <embed(text), pooled h>; "
+                          "'hybrid': the sum of both"},
     )
 
     def __post_init__(self) -> None:
         _positive(self, "ndf", "text_proj_dim")
         _one_of(self, "norm", ("batch", "none"))
-        _one_of(self, "conditioning", ("concat", "projection"))
+        _one_of(self, "conditioning", ("concat", "projection", "hybrid"))
         if not isinstance(self.spectral_norm, bool):
             raise ValueError(f"spectral_norm must be true or false, got {self.spectral_norm!r}")
 
@@ -214,12 +215,15 @@ class DCGANDiscriminator(Discriminator):
             _down(i, o, norm=batch and k > 0) for k, (i, o) in enumerate(zip([3] + widths[:-1], widths))
         )
         ch = widths[-1]
-        if cfg.conditioning == "concat":
+        self.concat = cfg.conditioning in ("concat", "hybrid")
+        self.projection = cfg.conditioning in ("projection", "hybrid")
+        if self.concat:
             self.text_proj = nn.Sequential(nn.Linear(text_dim, cfg.text_proj_dim), nn.LeakyReLU(0.2))
             self.joint = nn.Sequential(nn.Conv2d(ch + cfg.text_proj_dim, ch, 1), nn.LeakyReLU(0.2))
             self.out = nn.Conv2d(ch, 1, 4)
         else:
             self.out = nn.Linear(ch, 1)
+        if self.projection:
             self.embed = nn.Linear(text_dim, ch, bias=False)
         self.apply(_init_dcgan)
         if cfg.spectral_norm:
@@ -235,8 +239,13 @@ class DCGANDiscriminator(Discriminator):
         return h, features
 
     def condition(self, h: Tensor, text: Tensor) -> Tensor:
-        if self.cfg.conditioning == "concat":
+        """``concat`` sees where things are (its last conv spans the 4x4 map); ``projection`` pools over
+        positions, which suits global attributes; ``hybrid`` adds the two."""
+        if self.concat:
             t = self.text_proj(text)[:, :, None, None].expand(-1, -1, *h.shape[2:])
-            return self.out(self.joint(torch.cat([h, t], dim=1))).flatten()
-        pooled = h.sum(dim=(2, 3))  # h is already LeakyReLU'd
-        return self.out(pooled).flatten() + (self.embed(text) * pooled).sum(dim=1)
+            logits = self.out(self.joint(torch.cat([h, t], dim=1))).flatten()
+        else:
+            logits = self.out(h.sum(dim=(2, 3))).flatten()
+        if self.projection:
+            logits = logits + (self.embed(text) * h.sum(dim=(2, 3))).sum(dim=1)  # h is already LeakyReLU'd
+        return logits
