@@ -64,7 +64,7 @@ def metric(cache_dir, n=300) -> ShapesAccuracy:
 # -- the reader --------------------------------------------------------------------------------------
 def test_reader_reads_real_test_images(cache_dir):
     reader = load_reader(R, cache_dir=cache_dir)
-    test = Shapes(ShapesConfig(train_size=1, test_size=2000, seed=7)).load("test", R)  # not its validation set
+    test = Shapes(ShapesConfig(train_size=1, test_size=2000, seed=7)).load("test", R)  # not its validation
     predicted = reader.predict(test.images)
     for name in ATTRIBUTES:
         accuracy = (predicted[name] == test.attributes[name]).double().mean().item()
@@ -74,7 +74,7 @@ def test_reader_reads_real_test_images(cache_dir):
 
 def test_reader_is_cached_and_reused(cache_dir, reference, monkeypatch):
     first = load_reader(R, cache_dir=cache_dir)
-    monkeypatch.setattr(shapes_reader, "train_reader", pytest.fail)  # must come from the file
+    monkeypatch.setattr(shapes_reader, "train_reader", lambda *a, **k: pytest.fail("trained again, not read"))
     second = load_reader(R, cache_dir=cache_dir)
     assert second.info["file"] == reader_path(R, cache_dir).name
     assert re.fullmatch(r"shapes-reader-32px-v\d+-[0-9a-f]{16}\.safetensors", second.info["file"])
@@ -208,7 +208,8 @@ def test_noise_per_image_shows_within_caption(reference):
 
 def test_diversity_needs_no_attributes():
     images = torch.stack([torch.full((R, R, 3), v, dtype=torch.uint8) for v in (0, 255, 0, 255)])
-    other = CaptionedImages(images, ["dark", "light"], torch.tensor([[0], [1], [0], [1]]), torch.ones(4, dtype=torch.int64))
+    ids = torch.tensor([[0], [1], [0], [1]])
+    other = CaptionedImages(images, ["dark", "light"], ids, torch.ones(4, dtype=torch.int64))
     results = diversity(n_captions=5).evaluate(lookup_generator(other), other)
     assert results["protocol"]["n_captions"] == 2
     assert results["diversity/collapse_score"] == pytest.approx(1.0)

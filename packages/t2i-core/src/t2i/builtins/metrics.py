@@ -9,7 +9,15 @@ from t2i.metrics.shapes_accuracy import ShapesAccuracy, ShapesAccuracyConfig
 
 @hookimpl
 def t2i_register_metrics(register):
-    register("shapes_accuracy", ShapesAccuracy, config=ShapesAccuracyConfig,
-             help="Attributes read back from generated Shapes images vs. their captions (seen / held-out / real)")
-    register("diversity", Diversity, config=DiversityConfig,
-             help="Pixel distance within and between captions; collapse_score ~0 means mode collapse")  # fmt: skip
+    register(
+        "shapes_accuracy",
+        ShapesAccuracy,
+        config=ShapesAccuracyConfig,
+        help="Attributes read back from generated Shapes images vs. their captions (seen, held-out, real)",
+    )
+    register(
+        "diversity",
+        Diversity,
+        config=DiversityConfig,
+        help="Pixel distance within and between captions; collapse_score near 0 means mode collapse",
+    )

@@ -336,7 +336,8 @@ class Trainer:
             if status != "diverged":
                 if window_steps:
                     last = self._log(sums, window_steps, time.perf_counter() - window_start)
-                samples_path = self.write_samples()
+                if samples_path is None or f"{self.step:08d}" not in samples_path.name:
+                    samples_path = self.write_samples()
                 if ckpt is None or self.step != _ckpt_step(ckpt):
                     ckpt = self.save()
                 if status == "finished" and self.metrics:

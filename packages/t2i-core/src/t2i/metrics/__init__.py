@@ -25,7 +25,7 @@ Generate = Callable[[list[str]], Tensor]
 
 
 def seeded_order(n: int, seed: int) -> np.ndarray:
-    """A seeded permutation of ``range(n)``, from raw PCG64 outputs (no numpy sampler: stable across versions)."""
+    """A seeded permutation of ``range(n)`` from raw PCG64 outputs (no numpy sampler: version-proof)."""
     keys = np.random.Generator(np.random.PCG64([seed, 0])).bit_generator.random_raw(n)
     return np.argsort(keys, kind="stable")
 

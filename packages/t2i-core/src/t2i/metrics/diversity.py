@@ -22,8 +22,10 @@ of one caption are identical (``real_within_caption`` is 0) and a perfect genera
 collapse seen in practice is *across* captions: every caption gives the same blob or canvas. The
 ``collapse_score`` measures that: near 0, all captions give the same image (mode collapse); near 1,
 generated images differ between captions as much as real ones do; well above 1, they differ more than
-real ones, which is noise or artefacts, not health. On data sets where one caption has many real images,
-compare ``within_caption`` with ``real_within_caption`` as well.
+real ones, which is noise or artefacts, not health. A generator that varies with the noise but ignores
+the caption is not collapsed and scores near 1 too; it shows as ``within_caption`` close to
+``between_captions`` (on Shapes it should be near 0), and as chance in ``shapes_accuracy``. On data sets
+where one caption has many real images, compare ``within_caption`` with ``real_within_caption``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class DiversityConfig:
 
     n_captions: int = field(default=50, metadata={"help": "distinct reference captions to generate from"})
     per_caption: int = field(default=8, metadata={"help": "images generated per caption (different noise)"})
-    seed: int = field(default=0, metadata={"help": "seed of the choice of reference images and of their captions"})
+    seed: int = field(default=0, metadata={"help": "seed of the choice of reference images and captions"})
 
     def __post_init__(self) -> None:
         if self.n_captions < 2:
@@ -63,7 +65,7 @@ class DiversityConfig:
 
 
 def pixel_features(images: Tensor) -> Tensor:
-    """uint8 ``(N, R, R, 3)`` -> float64 ``(N, D)``: RGB in ``[0, 1]``, area-resized to at most FEATURE_SIZE px."""
+    """uint8 ``(N, R, R, 3)`` -> float64 ``(N, D)``: RGB in ``[0, 1]``, area-resized to <= FEATURE_SIZE px."""
     x = images.permute(0, 3, 1, 2).float().div_(255)
     if x.shape[-1] > FEATURE_SIZE:
         x = F.interpolate(x, size=FEATURE_SIZE, mode="area")
@@ -87,14 +89,14 @@ class Diversity(Metric):
         cfg, resolution = self.cfg, reference.resolution
         rows, captions = self._choose(reference)
         k = cfg.per_caption
-        fake = pixel_features(generate_images(generate, [c for c in captions for _ in range(k)], resolution, self.chunk))
+        repeated = [c for c in captions for _ in range(k)]
+        fake = pixel_features(generate_images(generate, repeated, resolution, self.chunk))
         group = torch.arange(len(captions)).repeat_interleave(k)
         same = group[:, None] == group[None, :]
         d = rms_distances(fake)
         within = d[same & ~torch.eye(len(group), dtype=torch.bool)].mean().item()
         between = d[~same].mean().item()
-        real_d = rms_distances(pixel_features(reference.images[rows]))
-        real_between = real_d[~torch.eye(len(rows), dtype=torch.bool)].mean().item()
+        real_between = _mean_over_pairs(rms_distances(pixel_features(reference.images[rows])))
         real_within, n_real_within = self._real_within(reference, captions)
 
         results: dict[str, Any] = {
@@ -111,7 +113,7 @@ class Diversity(Metric):
             "n_captions": len(captions),
             "per_caption": k,
             "seed": cfg.seed,
-            "selection": "seeded permutation of the reference split, one seeded caption per image, distinct captions",
+            "selection": "seeded permutation of the reference split; one seeded caption per image; distinct",
             "feature": f"pixels: RGB in [0, 1], area-resized to at most {FEATURE_SIZE} px",
             "distance": "root-mean-square difference (0 = identical, 1 = black vs white)",
             "real_within_captions": n_real_within,
@@ -144,8 +146,13 @@ class Diversity(Metric):
         index = {c: i for i, c in enumerate(reference.captions)}
         means = []
         for caption in captions:
-            rows = (reference.caption_ids == index[caption]).any(1).nonzero().flatten()[: self.cfg.per_caption]
+            rows = (reference.caption_ids == index[caption]).any(1).nonzero().flatten()
+            rows = rows[: self.cfg.per_caption]
             if len(rows) >= 2:
-                d = rms_distances(pixel_features(reference.images[rows]))
-                means.append(d[~torch.eye(len(rows), dtype=torch.bool)].mean().item())
+                means.append(_mean_over_pairs(rms_distances(pixel_features(reference.images[rows]))))
         return (sum(means) / len(means) if means else 0.0), len(means)
+
+
+def _mean_over_pairs(d: Tensor) -> float:
+    """Mean of a square distance matrix off its diagonal: over all pairs of distinct images."""
+    return d[~torch.eye(len(d), dtype=torch.bool)].mean().item()

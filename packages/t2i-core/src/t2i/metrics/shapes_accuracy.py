@@ -1,10 +1,10 @@
 """``shapes_accuracy``: does the generator draw what the caption asked for? (built-in Shapes data only)
 
 Protocol. From the reference split (the Shapes ``test`` split: seen and held-out (shape, colour) pairs),
-take the first ``n`` images of a seeded permutation and one caption of each (a seeded choice among its
-captions); generate one image per caption; read shape, colour, background, size and position from every
-generated image with t2i's attribute reader (:mod:`t2i.metrics.shapes_reader`) and compare them with the
-attributes of the reference image the caption describes.
+take the first ``n`` images of a seeded permutation (all of them, if fewer) and one caption of each (a
+seeded choice among its captions); generate one image per caption; read shape, colour, background, size
+and position from every generated image with t2i's attribute reader (:mod:`t2i.metrics.shapes_reader`)
+and compare them with the attributes of the reference image that the caption describes.
 
 Reported, as fractions of images read correctly:
 
@@ -40,10 +40,10 @@ __all__ = ["ShapesAccuracyConfig", "ShapesAccuracy"]
 class ShapesAccuracyConfig:
     """Options of the ``shapes_accuracy`` metric."""
 
-    n: int = field(default=1000, metadata={"help": "reference images to generate one image for (at most the split)"})
-    seed: int = field(default=0, metadata={"help": "seed of the choice of reference images and of their captions"})
+    n: int = field(default=1000, metadata={"help": "images to generate, one per reference image"})
+    seed: int = field(default=0, metadata={"help": "seed of the choice of reference images and captions"})
     cache_dir: str = field(
-        default="", metadata={"help": "where the attribute reader is cached ('' = $T2I_CACHE_DIR, else ~/.cache/t2i)"}
+        default="", metadata={"help": "attribute reader cache ('' = $T2I_CACHE_DIR, else ~/.cache/t2i)"}
     )
 
     def __post_init__(self) -> None:
@@ -94,18 +94,18 @@ class ShapesAccuracy(Metric):
         results["protocol"] = self._protocol(reference, reader, n_seen=int(seen.sum()), n=len(rows))
         return results
 
-    def _protocol(self, reference: CaptionedImages, reader: ShapesReader, *, n_seen: int, n: int) -> dict[str, Any]:
-        info = reader.info
+    def _protocol(self, reference: CaptionedImages, reader: ShapesReader, *, n_seen: int, n: int) -> dict:
+        info, keys = reader.info, ("name", "split", "seed", "spec_version")
         return {
             "metric": "shapes_accuracy",
             "n": n,
             "n_seen": n_seen,
             "n_unseen": n - n_seen,
             "seed": self.cfg.seed,
-            "selection": "first n of a seeded permutation of the reference split; one seeded caption per image",
+            "selection": "first n of a seeded permutation of the reference split; one seeded caption each",
             "reference": {
                 "size": len(reference),
-                **{k: reference.info[k] for k in ("name", "split", "seed", "spec_version") if k in reference.info},
+                **{k: reference.info[k] for k in keys if k in reference.info},
             },
             "resolution": reference.resolution,
             "reader": {
@@ -126,8 +126,8 @@ def _check_reference(reference: CaptionedImages) -> None:
     if have != expected or any(name not in reference.attributes for name in (*ATTRIBUTES, "seen")):
         what = reference.info.get("name", "this data set")
         raise UsageError(
-            f"shapes_accuracy needs the built-in shapes data set; the reference split of {what!r} has no Shapes "
-            f"attributes (shape, colour, background, size, position, seen); use the 'diversity' metric instead"
+            f"shapes_accuracy needs the built-in shapes data set; the reference split of {what!r} has no "
+            f"Shapes attributes (shape, colour, background, size, position, seen); try 'diversity' instead"
         )
     if len(reference) == 0:
         raise UsageError("shapes_accuracy: the reference split is empty")
