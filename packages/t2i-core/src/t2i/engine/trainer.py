@@ -503,8 +503,7 @@ class Trainer:
         ]
         if result.evaluation:
             lines += [f"## Evaluation at step {self.step} ({self.cfg.eval.split} split; protocol in eval.json)", "",
-                      "| metric | value |", "|---|---|",
-                      *[f"| {k} | {v:.4g} |" for k, v in result.evaluation.items()], ""]
+                      *evaluation_table(result.evaluation), ""]
         if result.samples is not None:
             rel = Path(result.samples).relative_to(self.run_dir)
             lines += ["## Samples", "", f"Fixed noise (columns) x fixed {r.data.sample_split} captions (rows):", "", f"![samples]({rel})", ""]
@@ -512,6 +511,26 @@ class Trainer:
             lines += [f"Checkpoint: `{Path(result.checkpoint).relative_to(self.run_dir)}`; resume with "
                       f"`t2i run --resume {self.run_dir}`.", ""]
         return "\n".join(lines)
+
+
+_SUBSETS = ("seen", "unseen", "real")  # metric keys ending in these are columns of their base key
+
+
+def evaluation_table(values: dict[str, float]) -> list[str]:
+    """Markdown rows: one per metric key, with ``/seen``, ``/unseen`` and ``/real`` (the ceiling) as columns."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in values.items():
+        base, _, last = key.rpartition("/")
+        if base and last in _SUBSETS:
+            rows.setdefault(base, {})[last] = value
+        else:
+            rows.setdefault(key, {})["all"] = value
+    columns = [c for c in ("all", *_SUBSETS) if any(c in r for r in rows.values())]
+    header = {"all": "value", "seen": "seen combinations", "unseen": "held-out combinations", "real": "real images (ceiling)"}
+    out = ["| metric | " + " | ".join(header[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for key, row in rows.items():
+        out.append(f"| {key} | " + " | ".join(f"{row[c]:.3f}" if c in row else "" for c in columns) + " |")
+    return out
 
 
 def count_parameters(module: torch.nn.Module) -> int:
