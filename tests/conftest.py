@@ -18,7 +18,7 @@ TINY: dict[str, Any] = {
     "generator": {"options": {"ngf": 8}},
     "discriminator": {"options": {"ndf": 8}},
     "text_encoder": {"options": {"dim": 16}},
-    "train": {"batch_size": 16, "steps": 6, "log_every": 2, "sample_every": 0, "checkpoint_every": 3, "device": "cpu"},
+    "train": {"batch_size": 16, "steps": 6, "log_every": 2, "sample_every": 0, "checkpoint_every": 3, "device": "cpu", "ema": 0.999},
     "eval": {"metrics": []},  # tests that evaluate ask for it
 }
 
