@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -14,11 +15,19 @@ from t2i_dcgan import (
     DCGANGenerator,
     DCGANGeneratorConfig,
 )
+from t2i_dcgan.models import Affine, FusionBlock
 
 TEXT_DIM = 16
 B = 4
 RESOLUTIONS = (32, 64, 128)
-G_CONDITIONING = ("concat", "cbn")
+G_CONDITIONING = ("concat", "cbn", "affine")
+G_VARIANTS = {  # id -> DCGANGeneratorConfig options
+    "concat": dict(conditioning="concat"),
+    "cbn": dict(conditioning="cbn"),
+    "affine": dict(conditioning="affine"),
+    "concat-ca": dict(conditioning="concat", ca_dim=8),
+    "affine-ca": dict(conditioning="affine", ca_dim=8),
+}
 D_VARIANTS = {  # id -> DCGANDiscriminatorConfig options
     "concat": dict(conditioning="concat"),
     "projection": dict(conditioning="projection"),
@@ -41,6 +50,17 @@ def make_d(resolution=32, **options):
 def inputs(g, batch=B, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch, g.z_dim, generator=gen), torch.randn(batch, TEXT_DIM, generator=gen)
+
+
+def wake_fusion_blocks(g):
+    """Nudge the zero-initialised last layers of the fusion blocks' MLPs: at init they pass no gradient
+    back to the MLPs' first layers (the gradient of a product with a zero weight)."""
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, Affine):
+                for lin in (m.gamma[-1], m.beta[-1]):
+                    lin.weight.normal_(0.0, 0.05)
+    return g
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +111,8 @@ def test_unsupported_resolution(cls, resolution):
         (DCGANGeneratorConfig, dict(ngf=0)),
         (DCGANGeneratorConfig, dict(z_dim=-1)),
         (DCGANGeneratorConfig, dict(conditioning="film")),
+        (DCGANGeneratorConfig, dict(ca_dim=-1)),
+        (DCGANGeneratorConfig, dict(ca_dim=True)),
         (DCGANDiscriminatorConfig, dict(ndf=0)),
         (DCGANDiscriminatorConfig, dict(norm="layer")),
         (DCGANDiscriminatorConfig, dict(conditioning="cbn")),
@@ -121,10 +143,18 @@ def test_widths_follow_dcgan():
 
 
 @pytest.mark.parametrize(
-    "g_cond, d_variant", [("concat", "concat"), ("cbn", "projection"), ("cbn", "projection-sn")]
+    "g_cond, d_variant",
+    [
+        ("concat", "concat"),
+        ("cbn", "projection"),
+        ("cbn", "projection-sn"),
+        ("affine", "projection-sn"),
+        ("concat-ca", "concat"),
+        ("affine-ca", "hybrid-sn"),
+    ],
 )
 def test_gradients_reach_every_parameter(g_cond, d_variant):
-    g, d = make_g(conditioning=g_cond), make_d(**D_VARIANTS[d_variant])
+    g, d = wake_fusion_blocks(make_g(**G_VARIANTS[g_cond])), make_d(**D_VARIANTS[d_variant])
     z, text = inputs(g)
     out = d(g(z, text), text, mismatched_text=text.roll(1, dims=0))
     (out.logits.mean() + out.mismatched_logits.mean() + sum(f.mean() for f in out.features)).backward()
@@ -142,9 +172,55 @@ def test_cbn_starts_as_plain_batchnorm():
             assert all((p == 0).all() for p in [*m.gamma.parameters(), *m.beta.parameters()])
 
 
-@pytest.mark.parametrize("g_cond, d_variant", [("concat", "concat"), ("cbn", "projection")])
+def test_affine_has_fusion_blocks_that_start_as_identity():
+    g = make_g(64, conditioning="affine")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
+    fusions = [g.fc_fuse, *(b.fuse for b in g.blocks)]  # every map from 4x4 to R/2, as DF-GAN's blocks
+    assert all(isinstance(f, FusionBlock) for f in fusions)
+    assert [f.affine0.gamma[0].out_features for f in fusions] == [64, 32, 16, 8]
+    assert sum(isinstance(m, Affine) for m in g.modules()) == 2 * len(fusions)  # two affine layers per block
+    x, c = torch.randn(B, 64, 4, 4), torch.randn(B, g.fc.in_features)
+    for m in (g.fc_fuse.affine0, g.fc_fuse.affine1):
+        assert all((p == 0).all() for lin in (m.gamma[-1], m.beta[-1]) for p in lin.parameters())
+        assert torch.equal(m(x, c), x)
+    leaky = torch.nn.functional.leaky_relu
+    assert torch.allclose(g.fc_fuse(x, c), leaky(leaky(x, 0.2), 0.2))
+    image = g(*inputs(g))
+    assert 0.01 < image.std() < 0.9  # no BN: the init keeps the features from vanishing or saturating
+
+
+@pytest.mark.parametrize("conditioning", G_CONDITIONING)
+def test_conditioning_augmentation(conditioning):
+    g = make_g(conditioning=conditioning, ca_dim=8)
+    assert not hasattr(g, "text_proj") and g.ca.out_features == 16
+    assert make_g(conditioning=conditioning).ca_stats is None
+    z, text = inputs(g)
+    assert g.ca_stats is None
+    with torch.no_grad():
+        a, b = g(z, text), g(z, text)
+        mu, logvar = g.ca_stats
+        assert mu.shape == logvar.shape == (B, 8)
+        assert not torch.allclose(a, b)  # training: c_text = mu + sigma * eps
+        torch.manual_seed(1)
+        c1 = g(z, text)
+        torch.manual_seed(1)
+        assert torch.equal(c1, g(z, text))  # eps comes from the global RNG, which the engine checkpoints
+        g.eval()
+        assert torch.equal(g(z, text), g(z, text))  # eval: c_text = mu
+        assert torch.equal(g.text_condition(text), g.ca_stats[0])
+    g.train()
+    g(z, text)
+    assert g.ca_stats[0].requires_grad  # the KL term trains the CA layer through them
+    clone = copy.deepcopy(g)  # a copy leaves the graph-attached statistics behind
+    assert clone.ca_stats is None and g.ca_stats is not None
+
+
+@pytest.mark.parametrize(
+    "g_cond, d_variant",
+    [("concat", "concat"), ("cbn", "projection"), ("affine", "projection"), ("affine-ca", "concat")],
+)
 def test_text_conditions_the_output(g_cond, d_variant):
-    g, d = make_g(conditioning=g_cond).eval(), make_d(**D_VARIANTS[d_variant]).eval()
+    g, d = make_g(**G_VARIANTS[g_cond]).eval(), make_d(**D_VARIANTS[d_variant]).eval()
     z, text = inputs(g)
     other = torch.randn_like(text)
     with torch.no_grad():
@@ -153,13 +229,15 @@ def test_text_conditions_the_output(g_cond, d_variant):
         assert not torch.allclose(d(image, text).logits, d(image, other).logits)
 
 
-@pytest.mark.parametrize("g_cond, d_variant", [("cbn", "concat"), ("concat", "projection-sn")])
+@pytest.mark.parametrize(
+    "g_cond, d_variant", [("cbn", "concat"), ("concat", "projection-sn"), ("affine-ca", "projection")]
+)
 def test_state_dict_round_trip(g_cond, d_variant):
-    g, d = make_g(conditioning=g_cond), make_d(**D_VARIANTS[d_variant])
+    g, d = make_g(**G_VARIANTS[g_cond]), make_d(**D_VARIANTS[d_variant])
     z, text = inputs(g)
     g(z, text), d(torch.rand(B, 3, 32, 32), text)  # move BN running stats and SN vectors off their init
     torch.manual_seed(123)
-    g2, d2 = make_g(conditioning=g_cond), make_d(**D_VARIANTS[d_variant])
+    g2, d2 = make_g(**G_VARIANTS[g_cond]), make_d(**D_VARIANTS[d_variant])
     g2.load_state_dict(g.state_dict())
     d2.load_state_dict(d.state_dict())
     for m in (g, d, g2, d2):
@@ -182,9 +260,11 @@ def test_deterministic_under_manual_seed():
     assert torch.equal(d1(image, text).logits, d2(image, text).logits)
 
 
-@pytest.mark.parametrize("g_cond, d_variant", [("concat", "concat"), ("cbn", "projection-sn")])
+@pytest.mark.parametrize(
+    "g_cond, d_variant", [("concat", "concat"), ("cbn", "projection-sn"), ("affine-ca", "projection-sn")]
+)
 def test_batch_of_one_eval_autocast_channels_last(g_cond, d_variant):
-    g = make_g(conditioning=g_cond).to(memory_format=torch.channels_last).eval()
+    g = make_g(**G_VARIANTS[g_cond]).to(memory_format=torch.channels_last).eval()
     d = make_d(**D_VARIANTS[d_variant]).to(memory_format=torch.channels_last).eval()
     z, text = inputs(g, batch=1)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -203,9 +283,11 @@ def test_batch_of_one_eval_autocast_channels_last(g_cond, d_variant):
 # -- a tiny training run -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("g_cond, d_variant", [("concat", "concat"), ("cbn", "projection-sn")])
+@pytest.mark.parametrize(
+    "g_cond, d_variant", [("concat", "concat"), ("cbn", "projection-sn"), ("affine-ca", "projection-sn")]
+)
 def test_few_hinge_steps_stay_finite(g_cond, d_variant):
-    g, d = make_g(conditioning=g_cond), make_d(**D_VARIANTS[d_variant])
+    g, d = make_g(**G_VARIANTS[g_cond]), make_d(**D_VARIANTS[d_variant])
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.0, 0.9))
     real = torch.rand(8, 3, 32, 32) * 2 - 1
@@ -264,4 +346,4 @@ def test_registered_through_t2i():
     assert generators.owner("dcgan").startswith("t2i-dcgan")
     assert discriminators.owner("dcgan").startswith("t2i-dcgan")
     fields = {row[0] for row in generators.describe("dcgan")["fields"]}
-    assert fields == {"ngf", "z_dim", "text_proj_dim", "conditioning"}
+    assert fields == {"ngf", "z_dim", "text_proj_dim", "conditioning", "ca_dim"}

@@ -13,7 +13,9 @@ Metadata keys t2i reads (all optional):
 
 - ``role``: for losses, ``"adversarial"`` (chosen with ``--loss``) or ``"term"`` (added with ``--term``);
 - ``test_options``: small options for the conformance kit (:mod:`t2i.testing`), e.g. ``{"ngf": 8}``;
-- ``test_evaluate``: for metrics, ``True`` when evaluating is cheap enough for the kit to run it.
+- ``test_evaluate``: for metrics, ``True`` when evaluating is cheap enough for the kit to run it;
+- ``test_generator``, ``test_discriminator``, ``test_generator_options``: for losses that need particular
+  networks (e.g. ``ca_kl`` needs a generator with conditioning augmentation), what the kit trains them with.
 """
 
 from __future__ import annotations

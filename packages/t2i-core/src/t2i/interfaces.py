@@ -63,6 +63,7 @@ class TextEncoder(nn.Module, TrainingHooks, abc.ABC):
 
     dim: int
     trainable: bool = True
+    cache_embeddings: ClassVar[bool] = False  # frozen and slow (a transformer): keep embeddings on disk
 
     def fit(self, captions: Sequence[str]) -> None:
         """Learn whatever the encoder learns from the training captions before training (a vocabulary)."""

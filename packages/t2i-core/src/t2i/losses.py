@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import UsageError
 from .interfaces import AdversarialLoss, LossTerm, StepOutputs
 
-__all__ = ["BCEConfig", "BCELoss", "HingeLoss", "MatchingAwareTerm"]
+__all__ = ["BCEConfig", "BCELoss", "HingeLoss", "MatchingAwareTerm", "ConditioningAugmentationKL"]
 
 
 @dataclass
@@ -76,3 +77,22 @@ class MatchingAwareTerm(LossTerm):
     def d_loss(self, out: StepOutputs) -> Tensor:
         assert out.real is not None and out.real.mismatched_logits is not None
         return out.adversarial.d_fake(out.real.mismatched_logits)
+
+
+class ConditioningAugmentationKL(LossTerm):
+    """G term: KL(N(mu, sigma^2) || N(0, I)) of conditioning augmentation (StackGAN, Zhang et al. 2017).
+
+    Reads ``(mu, logvar)``, each ``(B, ca_dim)``, from the generator's ``ca_stats``; the engine builds the
+    G step's outputs after G's forward pass, so they belong to the current fake batch. The KL of each
+    sample (summed over the ca_dim dimensions) is averaged over the batch. StackGAN's released code
+    averages over the dimensions too, so its weight 2.0 corresponds to ``2.0 / ca_dim`` here.
+    """
+
+    def g_loss(self, out: StepOutputs) -> Tensor:
+        stats = getattr(out.generator, "ca_stats", None)
+        if stats is None:
+            raise UsageError(
+                "loss term 'ca_kl' needs a generator with conditioning augmentation (e.g. -G ca_dim=128)"
+            )
+        mu, logvar = stats[0].float(), stats[1].float()
+        return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1).mean()

@@ -1,8 +1,19 @@
 """Text-conditional DCGAN (GAN-INT-CLS, Reed et al. 2016) as a t2i generator and discriminator.
 
-Generator: ``[z; LeakyReLU(Linear(text))]`` -> a 4x4 map -> ConvTranspose(4, 2, 1) blocks with
-BatchNorm + ReLU -> ConvTranspose to 3 channels + tanh. With ``conditioning="cbn"`` every BatchNorm is
-also modulated per channel by ``[z; projected text]`` (conditional batch norm).
+Generator: ``c = [z; LeakyReLU(Linear(text))]`` -> a 4x4 map -> ConvTranspose(4, 2, 1) blocks with
+BatchNorm + ReLU -> ConvTranspose to 3 channels + tanh. How the text conditions the features
+(``conditioning``):
+
+- ``"concat"`` (GAN-INT-CLS, Reed et al. 2016): ``c`` enters at the input only;
+- ``"cbn"``: every BatchNorm is also modulated per channel by ``c`` (conditional batch norm);
+- ``"affine"`` (DF-GAN's fusion block, Tao et al. 2022): no BatchNorm; every feature map, from the 4x4
+  one to the last hidden one, goes through two ``x * (1 + gamma(c)) + beta(c)`` + LeakyReLU(0.2) layers
+  whose gamma and beta are small MLPs of ``c`` (:class:`FusionBlock`).
+
+``ca_dim > 0`` adds conditioning augmentation (StackGAN, Zhang et al. 2017): the text embedding gives
+``(mu, logvar)`` and the text part of ``c`` is sampled from ``N(mu, exp(logvar))`` in training mode (``mu``
+in eval mode), in every conditioning mode. The last ``(mu, logvar)`` is kept in ``ca_stats`` for the
+core's ``ca_kl`` loss term.
 
 Discriminator: a conv(4, 2, 1) trunk down to 4x4 (:meth:`image_features`) and a text-conditional head
 (:meth:`condition`): GAN-INT-CLS concatenation, or the projection head of Miyato & Koyama (2018).
@@ -18,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
@@ -29,6 +41,8 @@ __all__ = [
     "DCGANGenerator",
     "DCGANDiscriminator",
     "CondBatchNorm2d",
+    "Affine",
+    "FusionBlock",
 ]
 
 
@@ -37,6 +51,13 @@ def _positive(cfg: object, *names: str) -> None:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _non_negative(cfg: object, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def _one_of(cfg: object, name: str, choices: tuple[str, ...]) -> None:
@@ -52,16 +73,25 @@ class DCGANGeneratorConfig:
     )
     z_dim: int = field(default=100, metadata={"help": "size of the noise vector z"})
     text_proj_dim: int = field(
-        default=128, metadata={"help": "the text embedding is projected to this size (+ LeakyReLU)"}
+        default=128,
+        metadata={"help": "the text embedding is projected to this size (+ LeakyReLU); unused if ca_dim > 0"},
     )
-    conditioning: Literal["concat", "cbn"] = field(
+    conditioning: Literal["concat", "cbn", "affine"] = field(
         default="concat",
-        metadata={"help": "'concat': [z; text] at the input only; 'cbn': also modulate each BN by [z; text]"},
+        metadata={"help": "'concat': [z; text] at the input only; 'cbn': also modulate each BN by [z; text]; "
+                          "'affine': no BN; on every map a DF-GAN fusion block (2x affine from [z; text] "
+                          "+ LeakyReLU)"},
+    )
+    ca_dim: int = field(
+        default=0,
+        metadata={"help": "conditioning augmentation (StackGAN): text -> (mu, logvar) of this size, "
+                          "c sampled in training; 0 = off. Pair it with the loss term ca_kl"},
     )
 
     def __post_init__(self) -> None:
         _positive(self, "ngf", "z_dim", "text_proj_dim")
-        _one_of(self, "conditioning", ("concat", "cbn"))
+        _non_negative(self, "ca_dim")
+        _one_of(self, "conditioning", ("concat", "cbn", "affine"))
 
 
 @dataclass
@@ -115,6 +145,10 @@ def _init_dcgan(m: nn.Module) -> None:
         for lin in (m.gamma, m.beta):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
+    elif isinstance(m, Affine):  # the last layers of gamma and beta: the block starts as the identity
+        for lin in (m.gamma[-1], m.beta[-1]):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,18 +179,69 @@ def _g_norm(channels: int, cond_dim: int | None) -> nn.Module:
     return _BatchNorm2d(channels) if cond_dim is None else CondBatchNorm2d(channels, cond_dim)
 
 
-class _UpBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, cond_dim: int | None):
+class Affine(nn.Module):
+    """DF-GAN's ``Affine``: ``x * (1 + gamma(c)) + beta(c)`` per channel, gamma and beta Linear-ReLU-Linear.
+
+    The hidden width is the number of channels, as in DF-GAN. DF-GAN initialises the last layer of gamma
+    to output 1 and multiplies by it; here it outputs 0 and the scale is ``1 + gamma``: the same function
+    at init (the identity), and weight decay pulls towards it.
+    """
+
+    def __init__(self, channels: int, cond_dim: int):
         super().__init__()
-        self.conv = nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False)
-        self.norm = _g_norm(out_ch, cond_dim)
+        self.gamma = nn.Sequential(nn.Linear(cond_dim, channels), nn.ReLU(), nn.Linear(channels, channels))
+        self.beta = nn.Sequential(nn.Linear(cond_dim, channels), nn.ReLU(), nn.Linear(channels, channels))
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return torch.relu(self.norm(self.conv(x), c))
+        return x * (1 + self.gamma(c)[:, :, None, None]) + self.beta(c)[:, :, None, None]
+
+
+class FusionBlock(nn.Module):
+    """DF-GAN's ``DFBLK``: (:class:`Affine`, LeakyReLU 0.2) twice, both conditioned on the same ``c``."""
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.affine0 = Affine(channels, cond_dim)
+        self.affine1 = Affine(channels, cond_dim)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        x = F.leaky_relu(self.affine0(x, c), 0.2)
+        return F.leaky_relu(self.affine1(x, c), 0.2)
+
+
+class _UpBlock(nn.Module):
+    """ConvTranspose(4, 2, 1), then BN + ReLU (``cond_dim=None``), CBN + ReLU, or a fusion block."""
+
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int | None, fuse: bool = False):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False)
+        self.fused = fuse
+        if fuse:
+            assert cond_dim is not None
+            self.fuse = FusionBlock(out_ch, cond_dim)
+        else:
+            self.norm = _g_norm(out_ch, cond_dim)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        x = self.conv(x)
+        return self.fuse(x, c) if self.fused else torch.relu(self.norm(x, c))
+
+
+def _init_without_norm(fc: nn.Linear, convs: list[nn.ConvTranspose2d]) -> None:
+    """He init for LeakyReLU(0.2) where no BatchNorm follows (``"affine"``): N(0, 0.02) would shrink the
+    features at every layer. A ConvTranspose(4, 2, 1) output pixel sees 2x2 taps of each input channel."""
+    gain = nn.init.calculate_gain("leaky_relu", 0.2)
+    nn.init.normal_(fc.weight, 0.0, gain / math.sqrt(fc.in_features))
+    for conv in convs:
+        nn.init.normal_(conv.weight, 0.0, gain / math.sqrt(conv.in_channels * 4))
 
 
 class DCGANGenerator(Generator):
-    """Text-conditional DCGAN generator (GAN-INT-CLS); ``conditioning="cbn"`` adds conditional batch norm."""
+    """Text-conditional DCGAN generator (GAN-INT-CLS); conditional BN or DF-GAN fusion blocks; optional CA.
+
+    ``ca_stats``: ``(mu, logvar)``, each ``(B, ca_dim)``, of the last forward pass when ``ca_dim > 0``
+    (with their graph in training, for the ``ca_kl`` term), else ``None``.
+    """
 
     resolutions = (32, 64, 128)
 
@@ -167,23 +252,55 @@ class DCGANGenerator(Generator):
         cfg = cfg or DCGANGeneratorConfig()
         n_up = _check_resolution(type(self), resolution, text_dim)
         self.cfg, self.resolution, self.text_dim, self.z_dim = cfg, resolution, text_dim, cfg.z_dim
-        cond_dim = cfg.z_dim + cfg.text_proj_dim
+        self.ca_stats: tuple[Tensor, Tensor] | None = None
+        cond_dim = cfg.z_dim + (cfg.ca_dim or cfg.text_proj_dim)
         cbn = cond_dim if cfg.conditioning == "cbn" else None
+        self.fused = cfg.conditioning == "affine"
         widths = [cfg.ngf * 2 ** i for i in reversed(range(n_up))]  # 4x4 ... R/2, e.g. 8, 4, 2, 1 x ngf
 
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, cfg.text_proj_dim), nn.LeakyReLU(0.2))
+        # without CA, 'concat' and 'cbn' create (and so initialise) their modules in the original order
+        if cfg.ca_dim:
+            self.ca = nn.Linear(text_dim, 2 * cfg.ca_dim)  # -> (mu, logvar)
+        else:
+            self.text_proj = nn.Sequential(nn.Linear(text_dim, cfg.text_proj_dim), nn.LeakyReLU(0.2))
         self.fc = nn.Linear(cond_dim, widths[0] * 16, bias=False)
-        self.fc_norm = _g_norm(widths[0], cbn)
-        self.blocks = nn.ModuleList(_UpBlock(i, o, cbn) for i, o in zip(widths[:-1], widths[1:]))
+        if self.fused:
+            self.fc_fuse = FusionBlock(widths[0], cond_dim)
+        else:
+            self.fc_norm = _g_norm(widths[0], cbn)
+        self.blocks = nn.ModuleList(
+            _UpBlock(i, o, cond_dim if self.fused else cbn, fuse=self.fused)
+            for i, o in zip(widths[:-1], widths[1:])
+        )
         self.to_rgb = nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1)
         self.apply(_init_dcgan)
+        if self.fused:
+            _init_without_norm(self.fc, [block.conv for block in self.blocks])
+
+    def text_condition(self, text: Tensor) -> Tensor:
+        """The text part of ``c``: the projected text, or with CA a sample of ``N(mu, exp(logvar))`` (``mu``
+        in eval mode). ``eps`` comes from the global torch RNG, which the engine checkpoints."""
+        if not self.cfg.ca_dim:
+            return self.text_proj(text)
+        mu, logvar = self.ca(text).chunk(2, dim=1)
+        self.ca_stats = (mu, logvar)
+        if not self.training:
+            return mu
+        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     def forward(self, z: Tensor, text: Tensor) -> Tensor:
-        c = torch.cat([z, self.text_proj(text)], dim=1)
-        x = torch.relu(self.fc_norm(self.fc(c).view(c.shape[0], -1, 4, 4), c))
+        c = torch.cat([z, self.text_condition(text)], dim=1)
+        x = self.fc(c).view(c.shape[0], -1, 4, 4)
+        x = self.fc_fuse(x, c) if self.fused else torch.relu(self.fc_norm(x, c))
         for block in self.blocks:
             x = block(x, c)
         return torch.tanh(self.to_rgb(x))
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave ``ca_stats`` behind (tensors in a graph cannot be deep-copied)."""
+        state = super().__getstate__()
+        state["ca_stats"] = None
+        return state
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ def t2i_register_generators(register):
         "dcgan",
         DCGANGenerator,
         config=DCGANGeneratorConfig,
-        help="Text-conditional DCGAN generator (GAN-INT-CLS, Reed et al. 2016), optional conditional BN",
+        help="Text-conditional DCGAN generator (GAN-INT-CLS, Reed et al. 2016); conditional BN, DF-GAN "
+        "affine fusion or StackGAN conditioning augmentation as options",
         test_options={"ngf": 8},
     )
 

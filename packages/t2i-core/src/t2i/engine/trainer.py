@@ -26,6 +26,7 @@ from .. import __version__
 from ..config import ExperimentConfig, save_toml
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, StepOutputs, TextEncoder
+from ..text.cache import cached_embeddings
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .components import Components, build_components
 from .evaluate import build_metrics, evaluate
@@ -62,9 +63,13 @@ class CaptionTable:
     keeps the tokenised captions and runs every step.
     """
 
-    def __init__(self, encoder: TextEncoder, captions: list[str], device: torch.device, chunk: int = 1024):
+    def __init__(self, encoder: TextEncoder, captions: list[str], device: torch.device, key: dict[str, Any] | None = None,
+                 chunk: int = 1024):
         self.encoder = encoder
         self.frozen = not encoder.trainable
+        if self.frozen and encoder.cache_embeddings and key is not None:  # expensive encoders: on disk, once
+            self.table = cached_embeddings(encoder, captions, key, chunk=chunk).to(device)
+            return
         tokens = encoder.tokenize(captions).to(device)
         if self.frozen:
             with torch.no_grad():
@@ -141,7 +146,7 @@ class Trainer:
         self.G_step = torch.compile(self.G) if self.t.compile else self.G
         self.D_step = torch.compile(self.D) if self.t.compile else self.D
 
-        self.captions = CaptionTable(self.encoder, self.train_data.captions, self.device)
+        self.captions = CaptionTable(self.encoder, self.train_data.captions, self.device, self._caption_key())
         self._hooked = [self.G, self.D, self.encoder, self.parts.adversarial, *(t for _, _, t in self.parts.terms)]
         if self.ema is not None:
             self._hooked.append(self.ema.module)
@@ -472,7 +477,13 @@ class Trainer:
         self.step, self.epoch, self.position = int(s["step"]), int(s["epoch"]), int(s["position"])
         self.elapsed = float(s["elapsed"])
         self.writer.forget_after(self.step)  # lines a killed process logged after its last checkpoint
-        self.captions = CaptionTable(self.encoder, self.train_data.captions, self.device)
+        self.captions = CaptionTable(self.encoder, self.train_data.captions, self.device, self._caption_key())
+
+    def _caption_key(self) -> dict[str, Any]:
+        """What the cached caption embeddings depend on (the encoder's weights are fingerprinted too)."""
+        r = self.resolved
+        return {"data": {"name": r.data.name, "options": r.data.options, "split": r.data.train_split},
+                "encoder": {"name": r.text_encoder.name, "options": r.text_encoder.options}}
 
     def summary(self, result: RunResult) -> str:
         r = self.resolved

@@ -77,8 +77,10 @@ def check_loss(
     with _toys_registered():
         g_name = generator or entry.metadata.get("test_generator") or TOY
         d_name = discriminator or entry.metadata.get("test_discriminator") or TOY
+        g_opts = entry.metadata.get("test_generator_options") if not generator else None
         step = functools.partial(  # step(seed, autocast=False, check_grads=False)
-            _loss_step, name, cfg, g_name, d_name, batch, resolution, text_dim, _is_adversarial(name, term)
+            _loss_step, name, cfg, g_name, d_name, batch, resolution, text_dim, _is_adversarial(name, term),
+            g_opts=g_opts,
         )
 
         values: tuple[Tensor | None, Tensor | None] = (None, None)
@@ -102,7 +104,8 @@ def check_loss(
         if train:
             with report.check("a real training step with the engine"):
                 try:
-                    check_training_step(g_name, d_name, loss=name, loss_options=opts, text_dim=text_dim)
+                    check_training_step(g_name, d_name, generator_options=g_opts, loss=name, loss_options=opts,
+                                        text_dim=text_dim)
                 except UsageError as exc:
                     raise AssertionError(f"the engine refuses it with the kit's networks: {exc}") from None
         else:
@@ -142,13 +145,14 @@ def _loss_step(
     *,
     autocast: bool = False,
     check_grads: bool = False,
+    g_opts: Mapping[str, Any] | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """One D step and one G step's loss values for term ``name``, computed as the engine computes them."""
     from ..losses import HingeLoss
 
     term = _build("losses", name, cfg, seed, LossTerm)
     network = {"resolution": r, "text_dim": text_dim}
-    G = _build("generators", g_name, _config("generators", g_name), seed, Generator, **network)
+    G = _build("generators", g_name, _config("generators", g_name, g_opts), seed, Generator, **network)
     D = _build("discriminators", d_name, _config("discriminators", d_name), seed, Discriminator, **network)
     adversarial = term if adversarial_role and isinstance(term, AdversarialLoss) else HingeLoss()
     for component in (G, D, term, adversarial):
