@@ -3,6 +3,10 @@
 An adversarial loss spells the GAN objective as three functions of logits (``d_real``, ``d_fake``,
 ``g_fake``); terms reuse them, so the matching-aware term works with BCE and hinge alike. The total
 discriminator loss is ``adversarial.d_loss + sum(weight_i * term_i.d_loss)``, and the same for G.
+
+Gradient penalties take gradients of D's logits with respect to its inputs and compute their norms in
+float32, so they are safe under bf16 autocast. They are called outside the engine's autocast context, so
+a penalty that re-runs D (``ma_gp`` with a frozen text encoder, ``wgan_gp``) runs it in float32.
 """
 
 from __future__ import annotations
@@ -16,7 +20,21 @@ from torch import Tensor
 from .errors import UsageError
 from .interfaces import AdversarialLoss, LossTerm, StepOutputs
 
-__all__ = ["BCEConfig", "BCELoss", "HingeLoss", "MatchingAwareTerm", "ConditioningAugmentationKL"]
+__all__ = [
+    "BCEConfig",
+    "BCELoss",
+    "HingeLoss",
+    "LSGANConfig",
+    "LSGANLoss",
+    "MatchingAwareTerm",
+    "ConditioningAugmentationKL",
+    "FeatureMatchingConfig",
+    "FeatureMatchingTerm",
+    "R1Penalty",
+    "MAGPConfig",
+    "MatchingAwareGradientPenalty",
+    "WGANGradientPenalty",
+]
 
 
 @dataclass
@@ -65,6 +83,39 @@ class HingeLoss(AdversarialLoss):
         return -logits.float().mean()
 
 
+@dataclass
+class LSGANConfig:
+    a: float = field(default=0.0, metadata={"help": "D's target for fake images (Mao et al.'s a)"})
+    b: float = field(default=1.0, metadata={"help": "D's target for real images (b)"})
+    c: float = field(default=1.0, metadata={"help": "G's target for its images (c)"})
+
+    def __post_init__(self) -> None:
+        if not self.b > self.a:
+            raise ValueError(f"the real target b must exceed the fake target a, got a={self.a}, b={self.b}")
+
+
+class LSGANLoss(AdversarialLoss):
+    """Least squares GAN (Mao et al. 2017): D minimises ½(D(real) - b)² + ½(D(fake) - a)², G ½(D(fake) - c)².
+
+    The default a, b, c = 0, 1, 1 is the paper's common choice; a, b, c = -1, 1, 1 is the variant it
+    derives from the Pearson chi² divergence (b - c = 1, b - a = 2).
+    """
+
+    def __init__(self, cfg: LSGANConfig | None = None):
+        super().__init__()
+        cfg = cfg or LSGANConfig()
+        self.a, self.b, self.c = cfg.a, cfg.b, cfg.c
+
+    def d_real(self, logits: Tensor) -> Tensor:
+        return 0.5 * (logits.float() - self.b).pow(2).mean()
+
+    def d_fake(self, logits: Tensor) -> Tensor:
+        return 0.5 * (logits.float() - self.a).pow(2).mean()
+
+    def g_fake(self, logits: Tensor) -> Tensor:
+        return 0.5 * (logits.float() - self.c).pow(2).mean()
+
+
 class MatchingAwareTerm(LossTerm):
     """Real images scored against mismatched captions count as fakes for D (GAN-INT-CLS, DF-GAN).
 
@@ -96,3 +147,142 @@ class ConditioningAugmentationKL(LossTerm):
             )
         mu, logvar = stats[0].float(), stats[1].float()
         return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1).mean()
+
+
+@dataclass
+class FeatureMatchingConfig:
+    layers: tuple[int, ...] = field(
+        default=(),
+        metadata={"help": "indices into the discriminator's features, shallow to deep (negative allowed); empty = all"},
+    )
+
+
+class FeatureMatchingTerm(LossTerm):
+    """G term: feature matching (Salimans et al. 2016), normalised per layer.
+
+    For each chosen layer of D's features, with ``r`` and ``f`` the batch means of the real and fake
+    features (every non-batch dimension flattened into one vector of ``n`` entries)::
+
+        mean_n((r - f)²) / (mean_n(r²) + 1e-8)
+
+    and the term is the average over the layers. It is 0 when the fake feature means equal the real
+    ones and about 1 when the fake means are 0, whatever the layer's width or the scale of its
+    activations (scaling a layer's features by a constant leaves it unchanged), so a weight such as 0.01
+    means the same thing for any discriminator. Real features are detached: the engine computes them
+    under ``no_grad`` in the G step.
+    """
+
+    needs = frozenset({"real_in_g_step", "features"})
+    eps = 1e-8
+
+    def __init__(self, cfg: FeatureMatchingConfig | None = None):
+        super().__init__()
+        self.layers = tuple((cfg or FeatureMatchingConfig()).layers)
+
+    def g_loss(self, out: StepOutputs) -> Tensor:
+        assert out.real is not None, "feature matching needs D's real outputs in the G step"
+        real, fake = out.real.features, out.fake.features
+        if not fake or len(real) != len(fake):
+            raise UsageError(
+                "loss term 'feature_matching' needs a discriminator that returns intermediate features "
+                f"(got {len(real)} real and {len(fake)} fake feature tensors)"
+            )
+        layers = self.layers or tuple(range(len(fake)))
+        for i in layers:
+            if not -len(fake) <= i < len(fake):
+                raise UsageError(
+                    f"feature_matching layer {i} is out of range: the discriminator returns {len(fake)} features"
+                )
+        values = []
+        for i in layers:
+            r = real[i].detach().float().flatten(1).mean(0)
+            f = fake[i].float().flatten(1).mean(0)
+            values.append((r - f).pow(2).mean() / (r.pow(2).mean() + self.eps))
+        return torch.stack(values).mean()
+
+
+def _input_grad_norms(logits: Tensor, inputs: tuple[Tensor, ...]) -> Tensor:
+    """Per-sample L2 norm, in float32, of the gradient of ``logits.sum()`` with respect to all ``inputs``
+    together (``create_graph``, so the penalty trains D)."""
+    grads = torch.autograd.grad(logits.float().sum(), inputs, create_graph=True)
+    squared = sum(g.float().flatten(1).pow(2).sum(dim=1) for g in grads)
+    return squared.sqrt()
+
+
+def _real_images_with_grad(out: StepOutputs, name: str) -> Tensor:
+    if not out.real_images.requires_grad or out.real is None:
+        raise UsageError(f"loss term '{name}' needs real images that require grad (needs = {{'real_grad'}})")
+    return out.real_images
+
+
+class R1Penalty(LossTerm):
+    """D term: R1 (Mescheder et al. 2018), ``E ||grad_x D(x_real, text)||²`` over the real batch.
+
+    The gradient is taken with respect to the real images only (the caption held fixed). R1 is usually
+    written ``gamma/2 * E||grad||²``; here the term's weight multiplies ``E||grad||²``, so gamma = 2 * weight
+    (StyleGAN2's gamma 10 is weight 5).
+    """
+
+    needs = frozenset({"real_grad"})
+
+    def d_loss(self, out: StepOutputs) -> Tensor:
+        real = _real_images_with_grad(out, "r1")
+        return _input_grad_norms(out.real.logits, (real,)).pow(2).mean()
+
+
+@dataclass
+class MAGPConfig:
+    k: float = field(default=2.0, metadata={"help": "scale of the penalty (DF-GAN: 2)"})
+    p: float = field(default=6.0, metadata={"help": "power of the gradient norm (DF-GAN: 6)"})
+
+    def __post_init__(self) -> None:
+        if self.k <= 0 or self.p <= 0:
+            raise ValueError(f"k and p must be positive, got k={self.k}, p={self.p}")
+
+
+class MatchingAwareGradientPenalty(LossTerm):
+    """D term: DF-GAN's matching-aware zero-centred gradient penalty, ``k * E[||grad_(x, e) D(x, e)||^p]``.
+
+    ``x`` are the real images and ``e`` their own (matched) caption embeddings; the gradient is taken with
+    respect to both, concatenated per sample, as in DF-GAN (k = 2, p = 6). When the embeddings already
+    require grad (a text encoder trained with D), D's logits on the real batch are reused; when they do not
+    (a frozen encoder), D is re-run on the real images with a copy of the embeddings that requires grad,
+    so the text gradient is always included. The term's weight multiplies the whole (DF-GAN: weight 1).
+    """
+
+    needs = frozenset({"real_grad"})
+
+    def __init__(self, cfg: MAGPConfig | None = None):
+        super().__init__()
+        cfg = cfg or MAGPConfig()
+        self.k, self.p = cfg.k, cfg.p
+
+    def d_loss(self, out: StepOutputs) -> Tensor:
+        real = _real_images_with_grad(out, "ma_gp")
+        text = out.text
+        if text.requires_grad:
+            logits = out.real.logits
+        else:
+            if out.discriminator is None:
+                raise UsageError("loss term 'ma_gp' needs the discriminator in the step's outputs")
+            text = text.detach().requires_grad_(True)
+            logits = out.discriminator(real, text).logits
+        return self.k * _input_grad_norms(logits, (real, text)).pow(self.p).mean()
+
+
+class WGANGradientPenalty(LossTerm):
+    """D term: WGAN-GP (Gulrajani et al. 2017), ``E[(||grad_x D(x_hat, text)|| - 1)²]``.
+
+    ``x_hat = u * real + (1 - u) * fake`` with ``u ~ U(0, 1)`` per sample, drawn with ``torch.rand`` (the
+    global RNG, which the engine checkpoints); D is re-run on ``x_hat`` with the batch's captions held
+    fixed. The term's weight is WGAN-GP's lambda (the paper: 10).
+    """
+
+    def d_loss(self, out: StepOutputs) -> Tensor:
+        if out.discriminator is None:
+            raise UsageError("loss term 'wgan_gp' needs the discriminator in the step's outputs")
+        real, fake = out.real_images.detach().float(), out.fake_images.detach().float()
+        u = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
+        x_hat = (u * real + (1.0 - u) * fake).requires_grad_(True)
+        logits = out.discriminator(x_hat, out.text).logits
+        return (_input_grad_norms(logits, (x_hat,)) - 1.0).pow(2).mean()
