@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import TINY_FLAGS, run_cli
+from t2i_test_helpers import TINY_FLAGS, run_cli
 
 pytestmark = pytest.mark.slow
 

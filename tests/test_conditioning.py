@@ -18,7 +18,7 @@ from t2i.interfaces import DiscOutput, StepOutputs
 from t2i.losses import ConditioningAugmentationKL, HingeLoss
 from t2i_dcgan import DCGANGenerator, DCGANGeneratorConfig
 
-from conftest import tiny_config
+from t2i_test_helpers import tiny_config
 
 NO_CA = "loss term 'ca_kl' needs a generator with conditioning augmentation (e.g. -G ca_dim=128)"
 B, TEXT_DIM, CA_DIM = 8, 16, 8

@@ -16,7 +16,7 @@ from t2i.engine.trainer import Trainer
 from t2i.errors import UsageError
 from t2i.interfaces import LossTerm
 
-from conftest import tiny_config
+from t2i_test_helpers import tiny_config
 
 
 def weights(run_dir, step, name="generator"):

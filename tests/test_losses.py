@@ -24,7 +24,7 @@ from t2i.losses import (
 )
 from t2i.testing import ToyConfig, ToyDiscriminator, ToyGenerator, check_loss
 
-from conftest import tiny_config
+from t2i_test_helpers import tiny_config
 
 NEW = {"lsgan": "adversarial", "feature_matching": "term", "r1": "term", "ma_gp": "term", "wgan_gp": "term"}
 B, R, TEXT_DIM = 4, 8, 5

@@ -14,7 +14,7 @@ from t2i import plugins
 from t2i.errors import ConfigError, DuplicateComponentError, UnknownComponentError
 from t2i.registry import Registry
 
-from conftest import run_cli
+from t2i_test_helpers import run_cli
 
 
 def make_plugin(name: str, **hooks) -> types.ModuleType:

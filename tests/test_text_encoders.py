@@ -203,7 +203,7 @@ def test_engine_caches_embeddings_of_slow_frozen_encoders(tmp_path, monkeypatch)
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import tiny_config
+    from t2i_test_helpers import tiny_config
 
     from t2i.engine.trainer import Trainer
     from t2i.text.bow import BagOfWords

@@ -13,7 +13,7 @@ from t2i.errors import UsageError
 from t2i_minilm import MiniLMConfig, MiniLMEncoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from conftest import TINY  # noqa: E402  (the repository's tiny experiment configs)
+from t2i_test_helpers import TINY  # noqa: E402  (the repository's tiny experiment configs)
 
 CAPTIONS = ["a small bird with a red head", "a little bird whose head is red", "a large blue truck on a road"]
 

@@ -13,7 +13,10 @@ from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 
-__all__ = ["coerce", "build_config", "parse_assignments", "describe_fields", "config_to_dict"]
+__all__ = [
+    "coerce", "build_config", "parse_assignments", "describe_fields", "config_to_dict", "require_positive",
+    "require_non_negative",
+]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -193,3 +196,20 @@ def describe_fields(cls: type | None) -> list[tuple[str, str, str, str]]:
             default = "(required)"
         rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
     return rows
+
+
+def require_positive(cfg: object, *names: str) -> None:
+    """For a config's ``__post_init__``: each named field is an integer >= 1 (``ValueError`` naming it)."""
+    _require_int(cfg, names, 1, "a positive integer")
+
+
+def require_non_negative(cfg: object, *names: str) -> None:
+    """For a config's ``__post_init__``: each named field is an integer >= 0."""
+    _require_int(cfg, names, 0, "a non-negative integer")
+
+
+def _require_int(cfg: object, names: tuple[str, ...], minimum: int, what: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be {what}, got {value!r}")

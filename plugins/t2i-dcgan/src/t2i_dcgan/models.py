@@ -34,6 +34,8 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from t2i.interfaces import Discriminator, Generator
+from t2i.options import require_non_negative as _non_negative
+from t2i.options import require_positive as _positive
 
 __all__ = [
     "DCGANGeneratorConfig",
@@ -44,20 +46,6 @@ __all__ = [
     "Affine",
     "FusionBlock",
 ]
-
-
-def _positive(cfg: object, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _non_negative(cfg: object, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def _one_of(cfg: object, name: str, choices: tuple[str, ...]) -> None:

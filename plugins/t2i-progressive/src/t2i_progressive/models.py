@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.interfaces import Discriminator, Generator
+from t2i.options import require_positive as _positive
 
 from .schedule import FULLY_GROWN, GrowthClock, GrowthSchedule, stage_resolutions
 
@@ -44,13 +45,6 @@ __all__ = [
 
 RESOLUTIONS = (16, 32, 64, 128)
 _SQRT2 = math.sqrt(2.0)
-
-
-def _positive(cfg: object, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass

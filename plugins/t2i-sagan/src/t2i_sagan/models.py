@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from t2i.interfaces import Discriminator, Generator
+from t2i.options import require_positive as _positive
 
 __all__ = [
     "SAGANGeneratorConfig",
@@ -40,13 +41,6 @@ __all__ = [
     "SelfAttention",
     "CondBatchNorm2d",
 ]
-
-
-def _positive(cfg: object, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _attn_res(value: object) -> tuple[int, ...]:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from t2i.interfaces import Discriminator, Generator
+from t2i.options import require_positive as _positive
 
 __all__ = [
     "SNGANGeneratorConfig",
@@ -35,13 +36,6 @@ __all__ = [
     "SNGANGenerator",
     "SNGANDiscriminator",
 ]
-
-
-def _positive(cfg: object, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass
