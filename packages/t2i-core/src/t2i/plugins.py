@@ -38,6 +38,7 @@ BUILTIN_PLUGINS = (
     "t2i.builtins.data",
     "t2i.builtins.text",
     "t2i.builtins.metrics",
+    "t2i.builtins.commands",
 )
 CORE_DIST = "t2i-core"
 ENV_LOAD = "T2I_LOAD_PLUGINS"
