@@ -30,6 +30,7 @@ __all__ = [
     "LossConfig",
     "TrainConfig",
     "EvalConfig",
+    "AugmentConfig",
     "ExperimentConfig",
     "load_toml",
     "set_path",
@@ -56,6 +57,14 @@ class DataConfig:
     resolution: int = field(default=32, metadata={"help": "image side in pixels"})
     train_split: str = field(default="train", metadata={"help": "split to train on"})
     sample_split: str = field(default="test", metadata={"help": "split whose captions the sample grids show"})
+    # augmentation of the training images as they are fed (t2i.data.augment); D-side DiffAugment is [augment]
+    random_crop: bool = field(default=False, metadata={"help": "train on random RxR crops of images cached at ceil(R*76/64)"})
+    flip: bool = field(default=False, metadata={"help": "mirror training images at random (captions saying 'left' then lie half the time)"})
+    jitter: float = field(default=0.0, metadata={"help": "brightness/contrast/saturation jitter strength in [0, 1) (0: off)"})
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.jitter < 1.0:
+            raise ValueError(f"data.jitter must be in [0, 1), got {self.jitter}")
 
 
 @dataclass
@@ -71,7 +80,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = field(default=64, metadata={"help": "images per step"})
+    batch_size: int = field(default=64, metadata={"help": "images per step and process (global batch: x the number of processes)"})
     lr_g: float = field(default=2e-4, metadata={"help": "generator learning rate"})
     lr_d: float = field(default=2e-4, metadata={"help": "discriminator (and trainable text encoder) learning rate"})
     betas: tuple[float, float] = field(default=(0.0, 0.9), metadata={"help": "Adam betas"})
@@ -90,6 +99,14 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format for G and D"})
     compile: bool = field(default=False, metadata={"help": "torch.compile G and D"})
+    sync_bn: bool = field(
+        default=False,
+        metadata={"help": "multi-GPU: batch norm uses the statistics of the global batch (SyncBatchNorm; CUDA only)"},
+    )
+    scale_lr: bool = field(
+        default=False,
+        metadata={"help": "multi-process: multiply lr_g and lr_d by the number of processes (linear scaling rule)"},
+    )
     steps: int | None = field(default=None, metadata={"help": f"stop after this many generator steps (default {DEFAULT_STEPS} when no stop condition is set)"})
     epochs: float | None = field(default=None, metadata={"help": "stop after this many passes over the training split"})
     minutes: float | None = field(default=None, metadata={"help": "stop after this much training time"})
@@ -135,6 +152,31 @@ class EvalConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Differentiable augmentation of D's inputs (DiffAugment) and its adaptive probability (ADA); see t2i.augment."""
+
+    policy: str = field(default="", metadata={"help": "DiffAugment ops applied to real and fake images before D, in "
+                                                      "order, e.g. 'translation,color,cutout' ('' = off)"})
+    p: float = field(default=1.0, metadata={"help": "probability of each op per image (ADA's starting value)"})
+    ada_target: float = field(default=0.0, metadata={"help": "ADA: target of E[sign(D(real))], e.g. 0.6 (0 = fixed p)"})
+    ada_interval: int = field(default=4, metadata={"help": "ADA: generator steps between adjustments of p"})
+    ada_speed: int = field(default=500_000, metadata={"help": "ADA: real images over which p can move from 0 to 1"})
+
+    def __post_init__(self) -> None:
+        from .augment import parse_policy  # the ops live with their code
+
+        parse_policy(self.policy)
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"augment.p must be in [0, 1], got {self.p}")
+        if not 0.0 <= self.ada_target < 1.0:
+            raise ValueError(f"augment.ada_target must be in [0, 1), got {self.ada_target}")
+        if self.ada_interval < 1 or self.ada_speed < 1:
+            raise ValueError("augment.ada_interval and augment.ada_speed must be >= 1")
+        if self.ada_target > 0 and not self.policy.strip():
+            raise ValueError("augment.ada_target is set but augment.policy is empty: name the ops to adapt")
+
+
+@dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     # The default recipe (chosen by the study in examples/studies/default-recipe.md): a DCGAN generator with
@@ -152,6 +194,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)

@@ -170,6 +170,9 @@ class StepOutputs:
     ``real`` / ``fake``: discriminator outputs on real images and on generated ones (``real`` is
     ``None`` in a G step unless a term declared ``needs = {"real_in_g_step"}``). ``adversarial``: the
     run's adversarial loss, so that terms such as the matching-aware one reuse its real/fake functions.
+    ``real_images`` / ``fake_images`` are the images before any augmentation (D's outputs are on the
+    augmented ones). ``captions``: the caption string of each image, when a term declared
+    ``needs = {"captions"}`` (else ``None``).
     """
 
     real: DiscOutput | None
@@ -181,6 +184,7 @@ class StepOutputs:
     discriminator: nn.Module | None = None
     generator: nn.Module | None = None
     step: int = 0
+    captions: list[str] | None = None
 
 
 class LossTerm(nn.Module, TrainingHooks):
@@ -189,7 +193,8 @@ class LossTerm(nn.Module, TrainingHooks):
     ``needs`` tells the engine what to compute for this term: ``"mismatched"`` (D scores real images
     against rolled captions), ``"real_in_g_step"`` (D runs on real images during the G step, e.g. for
     feature matching), ``"real_grad"`` (real images require grad, for gradient penalties),
-    ``"features"`` (the discriminator must provide intermediate features). ``generator`` in
+    ``"features"`` (the discriminator must provide intermediate features), ``"captions"`` (the caption
+    strings of the batch in :attr:`StepOutputs.captions`, e.g. for a CLIP text-image term). ``generator`` in
     :class:`StepOutputs` gives access to auxiliary outputs a generator keeps (e.g. conditioning
     augmentation's mean and log-variance for its KL term). Factories are called as ``factory(cfg)``.
     """
@@ -287,7 +292,8 @@ class Metric(abc.ABC):
     ``evaluate`` receives ``generate(captions) -> uint8 (B, R, R, 3)`` images and the reference split;
     it returns ``{key: value}`` plus whatever protocol fields (sample counts, extractor, seeds) make the
     figure reproducible, under the key ``"protocol"``. Keys are logged as given when they contain a ``/``
-    (``"shapes_accuracy/colour"``), else as ``"<metric name>/<key>"``.
+    (``"shapes_accuracy/colour"``) or equal the metric's name (its headline figure, ``"fid"``), else as
+    ``"<metric name>/<key>"`` (``"kid/std"``).
     """
 
     higher_is_better: ClassVar[bool] = True

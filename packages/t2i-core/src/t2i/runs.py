@@ -89,8 +89,15 @@ def new_run_dir(cfg: ExperimentConfig, out: str | Path | None = None, root: str 
 
 
 def train(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> RunResult:
-    """Train (or continue training) ``cfg`` in ``run_dir``."""
-    return Trainer(cfg, run_dir, resume=resume, quiet=quiet).fit()
+    """Train (or continue training) ``cfg`` in ``run_dir``.
+
+    Started by torchrun (``torchrun --nproc_per_node=N script.py``), each process joins the process group
+    and trains its share of every batch; all of them return the same status, rank 0 writes the run folder.
+    """
+    from .engine import distributed
+
+    with distributed.session(cfg.train.device) as ctx:
+        return Trainer(cfg, run_dir, resume=resume, quiet=quiet, rank=ctx.rank, world_size=ctx.world_size).fit()
 
 
 @dataclasses.dataclass

@@ -9,6 +9,9 @@ from t2i.hookspecs import hookimpl
 
 # (module, Typer attribute, command group name)
 COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("t2i.cli.evaluator", "evaluator_app", "evaluator"),
+    ("t2i.cli.study", "study_app", "study"),
+    ("t2i.cli.data", "data_app", "data"),
 )
 
 

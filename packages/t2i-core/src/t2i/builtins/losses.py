@@ -16,6 +16,7 @@ from ..losses import (
     R1Penalty,
     WGANGradientPenalty,
 )
+from ..terms import ContrastiveConfig, ContrastiveTerm, PerceptualConfig, PerceptualTerm
 
 
 @hookimpl
@@ -44,3 +45,10 @@ def t2i_register_losses(register):
     register("wgan_gp", WGANGradientPenalty, role="term",
              help="D term: WGAN-GP E(||grad D(x_hat)||-1)² on real/fake interpolates (Gulrajani et al. 2017); "
                   "weight = lambda (10)")
+    register("perceptual", PerceptualTerm, config=PerceptualConfig, role="term",
+             help="G term: VGG16 feature distance between generated image i and the real image i whose caption G was "
+                  "given (no pixel alignment: a content prior toward that real image, not a reconstruction; "
+                  "compare=gram for layout-free style statistics); per layer normalised; needs VGG16 weights")
+    register("contrastive", ContrastiveTerm, config=ContrastiveConfig, role="term",
+             help="G term: InfoNCE of a frozen CLIP's image embeddings of generated images against their captions' "
+                  "text embeddings (sentence-level DAMSM with CLIP); needs CLIP weights")

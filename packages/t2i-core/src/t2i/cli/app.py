@@ -57,6 +57,7 @@ def _kind(name: str) -> str:
 # ------------------------------------------------------------------------------------------------------
 @app.command(no_args_is_help=False)
 def run(
+    ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML experiment config (a run's config.toml reproduces it)", rich_help_panel=RUN)] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="continue the run in this folder from its latest checkpoint", rich_help_panel=RUN)] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder (default: runs/<date>-<time>-<generator>-<disc>)", rich_help_panel=RUN)] = None,
@@ -89,10 +90,15 @@ def run(
     log_every: Annotated[Optional[int], typer.Option("--log-every", help="steps between metrics.jsonl lines", rich_help_panel=RUN)] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="any config key: section.key=value (e.g. train.betas=0.5,0.999)", rich_help_panel=RUN)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="log lines instead of a progress bar", rich_help_panel=RUN)] = False,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help="train on N processes of this machine (one per GPU, or CPU processes with Gloo): starts torchrun; global batch = N x --batch-size", rich_help_panel=TRAINING)] = None,
 ) -> None:
-    """Train a text-to-image GAN. With no options: the default recipe on the built-in Shapes data."""
+    """Train a text-to-image GAN. With no options: the default recipe on the built-in Shapes data.
+
+    Several GPUs or nodes: [bold]t2i run --nproc N ...[/bold], or [bold]torchrun --nproc_per_node=N -m t2i run ...[/bold]
+    (torchrun's --nnodes/--rdzv-endpoint flags for several machines)."""
     from .. import runs
     from ..config import load_toml, merge
+    from ..engine import distributed
     from ..engine.trainer import Trainer, count_parameters
 
     raw: dict[str, Any] = {}
@@ -126,16 +132,36 @@ def run(
         if out_dir is not None and out_dir != resume:
             raise UsageError("--resume continues the run in its own folder; drop --out")
         cfg = runs.resume_config(resume, merge(load_toml(config), raw) if config else raw)
-        run_dir = resume
     else:
         cfg = runs.configure(config, raw)
-        run_dir = runs.new_run_dir(cfg, out_dir)
-    trainer = Trainer(cfg, run_dir, resume=resume is not None, quiet=quiet)
+    if nproc is not None and nproc != 1:  # validated above; the workers get the same arguments and one folder
+        if cfg.train.sync_bn:  # refused here, not once per worker behind torchrun's report
+            from ..engine.optim import pick_device
+
+            distributed.check_sync_bn(pick_device(cfg.train.device), nproc)
+        args = _arguments_again(ctx, skip={"nproc", "out_dir"})
+        if resume is None:
+            args += ["--out", str(runs.new_run_dir(cfg, out_dir))]
+        raise typer.Exit(distributed.launch(nproc, ["run", *args]))
     err = Console(stderr=True, soft_wrap=True)
-    err.print(f"[bold]t2i run[/bold] {'resuming at step ' + str(trainer.step) + ' in' if resume else 'into'} {run_dir}: "
-              f"generator {cfg.generator.name} ({count_parameters(trainer.G):,} parameters), "
-              f"discriminator {cfg.discriminator.name} ({count_parameters(trainer.D):,}), {trainer.device.type}")
-    result = trainer.fit()
+    try:
+        with distributed.session(cfg.train.device) as dist_ctx:
+            run_dir = resume if resume is not None else distributed.decided_by_rank_zero(lambda: runs.new_run_dir(cfg, out_dir))
+            trainer = Trainer(cfg, run_dir, resume=resume is not None, quiet=quiet,
+                              rank=dist_ctx.rank, world_size=dist_ctx.world_size)
+            if not dist_ctx.is_main:  # rank 0 speaks for the job
+                err = Console(stderr=True, quiet=True)
+            processes = f" x {dist_ctx.world_size} processes ({dist_ctx.backend})" if dist_ctx.world_size > 1 else ""
+            err.print(f"[bold]t2i run[/bold] {'resuming at step ' + str(trainer.step) + ' in' if resume else 'into'} {run_dir}: "
+                      f"generator {cfg.generator.name} ({count_parameters(trainer.G):,} parameters), "
+                      f"discriminator {cfg.discriminator.name} ({count_parameters(trainer.D):,}), {trainer.device.type}{processes}")
+            result = trainer.fit()
+    except distributed.RankFailure as exc:
+        Console(stderr=True, soft_wrap=True).print(f"t2i: error: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    code = {"finished": 0, "interrupted": 130, "diverged": 1}[result.status]
+    if not dist_ctx.is_main:
+        raise typer.Exit(code)
     if result.status == "interrupted":
         err.print(f"interrupted at step {result.step}; checkpoint saved. Continue with: t2i run --resume {run_dir}")
     elif result.status == "diverged":
@@ -145,9 +171,24 @@ def run(
     if result.samples is not None:
         print(f"sample grid: {result.samples}")
     print(f"summary: {result.run_dir / 'summary.md'}")
-    code = {"finished": 0, "interrupted": 130, "diverged": 1}[result.status]
     if code:
         raise typer.Exit(code)
+
+
+def _arguments_again(ctx: typer.Context, skip: set[str]) -> list[str]:
+    """The command's parsed options as command-line arguments again (for its torchrun workers), minus ``skip``."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in skip or value is None or not param.opts:
+            continue
+        flag = param.opts[0]
+        if getattr(param, "is_flag", False):
+            args += [flag] if value else []
+            continue
+        for item in value if getattr(param, "multiple", False) else [value]:
+            args += [flag, str(item)]
+    return args
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -178,17 +219,21 @@ def sample(
 # ------------------------------------------------------------------------------------------------------
 @app.command("eval")
 def eval_cmd(
-    source: Annotated[Path, typer.Argument(help="a run folder (its latest checkpoint) or a checkpoints/step_* folder")],
-    metrics: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="metric to compute (repeatable; default: the run's eval.metrics)")] = None,
+    source: Annotated[Path, typer.Argument(help="a run folder (its latest checkpoint), a checkpoints/step_* folder, or a folder of images")],
+    metrics: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="metric to compute (repeatable; default: the run's eval.metrics; for image folders: fid)")] = None,
     metric_opts: Annotated[Optional[list[str]], typer.Option("-M", help="metric option METRIC.KEY=VALUE, e.g. shapes_accuracy.n=5000")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="reference split (default: the run's eval.split)")] = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", help="compare the image folder SOURCE with this folder, or with a data set NAME[:SPLIT] (e.g. shapes:test)")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="reference split (default: the run's eval.split; for --reference NAME: test)")] = None,
+    data_opts: Annotated[Optional[list[str]], typer.Option("-d", help="data set option KEY=VALUE for --reference NAME, e.g. test_size=1000")] = None,
     seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
-    output: Annotated[Optional[Path], typer.Option("--json", help="also write the values and their protocol to this JSON file")] = None,
+    output: Annotated[Optional[str], typer.Option("--json", help="also write the values and their protocol to this JSON file ('-': JSON on stdout, the table on stderr)")] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="evaluate the raw generator weights, not their EMA")] = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
-    """Compute metrics for a trained generator against the reference split; print them with their protocol."""
+    """Compute metrics for a trained generator against the reference split, or for a folder of images against
+    another folder or a data set (like torch-fidelity's CLI); print them with their protocol."""
     import json
+    import sys
 
     from ..runs import evaluate_checkpoint
 
@@ -198,16 +243,34 @@ def eval_cmd(
         if not dot:
             raise UsageError(f"-M {key}={value}: expected METRIC.KEY=VALUE")
         options.setdefault(metric, {})[field_name] = value
-    report = evaluate_checkpoint(source, metrics=metrics, options=options, split=split, seed=seed, ema=not no_ema, device=device)
+    is_run = (source / "config.toml").is_file() or (source / "meta.json").is_file() or (source / "checkpoints").is_dir()
+    if reference is not None or (source.is_dir() and not is_run):
+        from ..metrics.compare import evaluate_images
+
+        if reference is not None and split and ":" not in reference and not Path(reference).is_dir():
+            reference = f"{reference}:{split}"
+        report = evaluate_images(source, reference, metrics=metrics, options=options, device=device,
+                                 data_options=parse_assignments(data_opts, "-d"))
+        where = f"images {source} vs {reference or 'no reference'}"
+    else:
+        if data_opts:
+            raise UsageError("-d configures a data set given with --reference; a run is evaluated on its own data set")
+        report = evaluate_checkpoint(source, metrics=metrics, options=options, split=split, seed=seed, ema=not no_ema, device=device)
+        where = f"checkpoint {report['checkpoint']}, reference split '{report['split']}', seed {seed}"
+    console = Console(stderr=True, soft_wrap=False) if output == "-" else out
     table = _table("metric", "value")
     for key, value in report["values"].items():
-        table.add_row(key, f"{value:.4f}")
-    out.print(table)
-    out.print(f"checkpoint {report['checkpoint']}, reference split '{report['split']}', seed {seed}; protocol per metric in --json")
-    if output is not None:
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(output)
+        table.add_row(key, f"{value:.6g}")
+    console.print(table)
+    console.print(f"{where}; protocol per metric in --json")
+    text = json.dumps(report, indent=2) + "\n"
+    if output == "-":
+        sys.stdout.write(text)
+    elif output is not None:
+        path = Path(output)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..config import ComponentConfig, ExperimentConfig
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..interfaces import AdversarialLoss, Dataset, Discriminator, Generator, LossTerm, TextEncoder
-from ..options import config_to_dict
+from ..options import build_config, config_to_dict
 from ..plugins import registry
+from ..text.head import HEAD_OPTIONS, HeadedTextEncoder, TextHeadConfig
 
 __all__ = ["Components", "build_text_encoder", "build_generator", "build_components", "build_dataset"]
 
@@ -45,8 +46,20 @@ def build_dataset(cfg: ExperimentConfig) -> tuple[Dataset, dict[str, Any]]:
 
 
 def build_text_encoder(cfg: ExperimentConfig) -> tuple[TextEncoder, dict[str, Any]]:
-    enc, full = _create("text_encoders", cfg.text_encoder)
+    """The text encoder, wrapped in a trainable head when its options ask for one (``head``, ``head_dim``,
+    ``head_dropout``: any encoder; see :mod:`t2i.text.head`)."""
+    options = dict(cfg.text_encoder.options)
+    head_options = {k: options.pop(k) for k in HEAD_OPTIONS if k in options}
+    enc, full = _create("text_encoders", (cfg.text_encoder.name, options))
     _check(enc, TextEncoder, "text encoder", cfg.text_encoder.name)
+    if head_options:
+        try:
+            head = build_config(TextHeadConfig, head_options)
+        except ConfigError as exc:
+            raise ConfigError(f"text encoder head: {exc}") from None
+        if head.head:
+            enc = HeadedTextEncoder(enc, head)
+        full.update(config_to_dict(head))
     return enc, full
 
 

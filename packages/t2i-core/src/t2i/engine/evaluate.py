@@ -18,7 +18,13 @@ from ..options import config_to_dict
 from ..plugins import registry
 from .grid import to_uint8
 
-__all__ = ["build_metrics", "evaluate", "make_generate"]
+__all__ = ["build_metrics", "evaluate", "make_generate", "flat_key"]
+
+
+def flat_key(metric: str, key: str) -> str:
+    """How a metric's result key is logged: as given when it has a ``/`` (``"shapes_accuracy/colour"``) or is
+    the metric's own name (the headline figure: ``"fid"``), else ``"<metric>/<key>"`` (``"kid/std"``)."""
+    return key if "/" in key or key == metric else f"{metric}/{key}"
 
 
 def build_metrics(names: list[str], options: dict[str, dict[str, Any]]) -> list[tuple[str, Metric, dict[str, Any]]]:
@@ -93,5 +99,5 @@ def evaluate(
         result = dict(metric.evaluate(generate, reference))
         protocols[name] = {"options": options, **result.pop("protocol", {})}
         for key, value in result.items():
-            values[key if "/" in key else f"{name}/{key}"] = float(value)
+            values[flat_key(name, key)] = float(value)
     return values, protocols

@@ -1,5 +1,8 @@
 """What a run shows while it trains: a rich progress bar on a terminal, plain log lines otherwise.
 
+Each update shows throughput, the main losses and, when the health monitor has found a problem, its code
+(``health: d_loss_stuck``); the full verdicts are in the run's summary.md and health.json.
+
 ``quiet=True`` (``t2i run --quiet``), or output that is not a terminal, prints one line per logging step.
 """
 
@@ -17,9 +20,13 @@ __all__ = ["Progress", "format_record"]
 _SHOWN = ("d/total", "g/total", "d/real_logit", "d/fake_logit")
 
 
-def format_record(record: dict[str, float]) -> str:
+def format_record(record: dict[str, Any]) -> str:
+    """``"512 img/s | d/total 1.234 | ... | health: d_wins, g_chaotic"``: throughput, the main losses, and the
+    codes of the health verdicts that hold now (see :mod:`t2i.engine.health`; details in summary.md)."""
     parts = [f"{record['img_per_s']:.0f} img/s"] if "img_per_s" in record else []
-    parts += [f"{k} {record[k]:.3f}" for k in _SHOWN if k in record]
+    parts += [f"{k} {record[k]:.3f}" for k in _SHOWN if isinstance(record.get(k), (int, float))]
+    if record.get("health"):
+        parts.append("health: " + ", ".join(record["health"]))
     return " | ".join(parts)
 
 

@@ -18,7 +18,7 @@ from ._common import Report, _bf16, _build, _config, _is_adversarial, _options, 
 from .toys import TOY, _toys_registered
 from .training import check_training_step
 
-KNOWN_NEEDS = frozenset({"mismatched", "real_in_g_step", "real_grad", "features"})
+KNOWN_NEEDS = frozenset({"mismatched", "real_in_g_step", "real_grad", "features", "captions"})
 
 
 @_restores_rng
@@ -164,6 +164,7 @@ def _loss_step(
     gen = torch.Generator().manual_seed(seed)
     real = torch.rand(b, 3, r, r, generator=gen) * 2 - 1
     text = torch.randn(b, text_dim, generator=gen)
+    captions = [f"caption number {i % 3}" for i in range(b)]  # for terms that need the strings (one repeats)
     z = torch.randn(b, G.z_dim, generator=gen)
 
     # D step
@@ -174,7 +175,7 @@ def _loss_step(
     real_d = real.detach().requires_grad_(True) if "real_grad" in needs else real
     with ctx():
         real_out, fake_out = D(real_d, text, mismatched), D(fake, text)
-    d_value = term.d_loss(StepOutputs(real_out, fake_out, real_d, fake, text, adversarial, D, G, 0))
+    d_value = term.d_loss(StepOutputs(real_out, fake_out, real_d, fake, text, adversarial, D, G, 0, captions))
     if d_value is not None:
         d_value = _checked_value(d_value, "d_loss", D, "the discriminator", check_grads)
 
@@ -189,7 +190,7 @@ def _loss_step(
         if "real_in_g_step" in needs:
             with torch.no_grad():
                 real_out = D(real, text)
-    g_value = term.g_loss(StepOutputs(real_out, fake_out, real, fake, text, adversarial, D, G, 0))
+    g_value = term.g_loss(StepOutputs(real_out, fake_out, real, fake, text, adversarial, D, G, 0, captions))
     if g_value is not None:
         g_value = _checked_value(g_value, "g_loss", G, "the generator", check_grads)
     return d_value, g_value

@@ -3,7 +3,9 @@
 Each caption is lower-cased and split into words; the embedding is the mean of its words' vectors.
 Trainable (the seed's jointly trained encoder, optimised with the discriminator) or frozen (a fixed
 random projection of the word counts: deterministic, needs no pretrained weights, and keeps every word's
-information, which is all a caption of the Shapes data carries).
+information, which is all a caption of the Shapes data carries). ``glove=PATH`` starts the word vectors
+from a local GloVe file (:mod:`t2i.text.glove`; ``dim`` must be the file's size): frozen, the embedding is
+the mean of the caption's GloVe vectors, the classic baseline.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..interfaces import TextEncoder
+from .glove import glove_init
 
 __all__ = ["BagOfWordsConfig", "BagOfWords", "words"]
 
@@ -35,6 +38,7 @@ class BagOfWordsConfig:
     trainable: bool = field(default=False, metadata={"help": "train the word vectors with D (else a fixed random projection)"})
     max_words: int = field(default=40, metadata={"help": "words kept per caption (longer captions are cut)"})
     min_count: int = field(default=1, metadata={"help": "words seen fewer times in training map to <unk>"})
+    glove: str = field(default="", metadata={"help": "initialise word vectors from this GloVe .txt file (dim must match)"})
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.max_words < 1 or self.min_count < 1:
@@ -50,6 +54,7 @@ class BagOfWords(TextEncoder):
         self.dim = self.cfg.dim
         self.trainable = self.cfg.trainable
         self.vocab: list[str] = [PAD, UNK]
+        self.glove_report: dict[str, Any] = {}
         self.index: dict[str, int] = {}
         self.embedding = nn.Embedding(2, self.dim, padding_idx=0)
         self._build(self.vocab)
@@ -67,6 +72,8 @@ class BagOfWords(TextEncoder):
         counts = Counter(w for c in captions for w in words(c))
         kept = sorted(w for w, n in counts.items() if n >= self.cfg.min_count)
         self._build([PAD, UNK, *kept])
+        if self.cfg.glove:
+            self.glove_report = glove_init(self.embedding.weight, self.vocab, self.cfg.glove, skip=(PAD, UNK)).as_dict()
 
     def tokenize(self, captions: Sequence[str]) -> Tensor:
         ids = torch.zeros(len(captions), self.cfg.max_words, dtype=torch.long)
@@ -83,7 +90,8 @@ class BagOfWords(TextEncoder):
         return vectors.sum(1) / counts
 
     def extra_state(self) -> dict[str, Any]:
-        return {"vocab": self.vocab}
+        return {"vocab": self.vocab, **({"glove": self.glove_report} if self.glove_report else {})}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self._build(list(state["vocab"]))
+        self.glove_report = dict(state.get("glove", {}))

@@ -5,7 +5,9 @@ Formats (chosen by the file's suffix):
   ``torch.load(weights_only=True)``;
 - ``.npz``: arrays ``captions`` (strings) and ``embeddings`` ``(N, D)``;
 - ``.npy``: the ``(N, D)`` embeddings, with the captions beside it in ``<same name>.txt``, one per line
-  (UTF-8), in the same order.
+  (UTF-8), in the same order;
+- ``.pickle`` / ``.pkl``: a dict ``{"captions": [...], "embeddings": array (N, D)}``, read with the
+  restricted unpickler of :mod:`t2i.data.safe_pickle` (plain data and numpy arrays only, never code).
 
 Frozen. :meth:`tokenize` looks each caption up and returns its rows; :meth:`forward` is the identity. A
 caption that is not in the file is a :class:`~t2i.errors.UsageError`. When a caption occurs more than once
@@ -31,7 +33,7 @@ from ..interfaces import TextEncoder
 __all__ = ["PrecomputedConfig", "Precomputed", "read_embeddings"]
 
 _NEEDS_PATH = "precomputed text encoder needs -T path=FILE (.npy with a captions list beside it, or .pt)"
-SUFFIXES = (".pt", ".pth", ".npz", ".npy")
+SUFFIXES = (".pt", ".pth", ".npz", ".npy", ".pickle", ".pkl")
 
 
 @dataclass
@@ -57,6 +59,13 @@ def read_embeddings(path: str | Path) -> tuple[list[str], Tensor]:
             if not isinstance(data, Mapping) or "captions" not in data or "embeddings" not in data:
                 raise UsageError(f"precomputed embeddings {path}: expected a dict with 'captions' and 'embeddings'")
             captions, emb = data["captions"], torch.as_tensor(data["embeddings"])
+        elif suffix in (".pickle", ".pkl"):
+            from ..data.safe_pickle import load_pickle
+
+            data = load_pickle(path)
+            if not isinstance(data, Mapping) or "captions" not in data or "embeddings" not in data:
+                raise UsageError(f"precomputed embeddings {path}: expected a dict with 'captions' and 'embeddings'")
+            captions, emb = list(data["captions"]), torch.from_numpy(np.asarray(data["embeddings"]).copy())
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as arrays:
                 if "captions" not in arrays or "embeddings" not in arrays:

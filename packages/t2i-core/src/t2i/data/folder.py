@@ -1,0 +1,222 @@
+"""``folder``: your own images with captions, as sidecar text files or a manifest.
+
+Captions come from (``manifest`` option; ``auto`` picks the first that exists):
+
+- ``captions.jsonl``: one JSON object per line, ``{"image": "rel/path.jpg", "caption": "..."}``; the
+  caption may be a list of captions (``"caption": [...]`` or ``"captions": [...]``);
+- ``captions.csv``: a header row with columns ``image`` and ``caption`` (UTF-8);
+- sidecar files: every image under the root (``.jpg .jpeg .png .bmp .gif .webp .tif .tiff``, in any
+  sub-folder) with a ``.txt`` file of the same name beside it, one caption per line.
+
+In a manifest, lines naming the same image add captions to it; an image path must be relative and stay
+inside the root (``../../etc/passwd`` is skipped and reported); an image the manifest names that does
+not exist stops the run.
+
+Splits (``train`` and ``test``):
+
+- a manifest's optional ``split`` field/column (``train`` or ``test``) decides, line by line;
+- in sidecar mode, top-level ``train/`` and ``test/`` folders decide when both exist;
+- otherwise a seeded hash of each image's key sends a ``test_fraction`` of the images to ``test``
+  (``split_seed`` changes the draw). The assignment of an image never depends on the other images, so
+  adding images does not reshuffle the existing ones. If the hash leaves a split empty, the image
+  with the lowest hash is moved there, so both splits exist whenever there are two images.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+from .source import (
+    IMAGE_SUFFIXES, DiskDataConfig, DiskDataset, Item, Problems, SplitIndex, unit_hash, clean_captions,
+    decode_text, read_caption_file, safe_relative, stat_items, walk_files,
+)
+
+__all__ = ["FolderConfig", "Folder"]
+
+MANIFESTS = ("captions.jsonl", "captions.csv")
+
+
+@dataclass
+class FolderConfig(DiskDataConfig):
+    """Options of the ``folder`` data set."""
+
+    manifest: str = field(default="auto", metadata={"help": "auto, sidecar, or a .jsonl/.csv file relative to root"})
+    test_fraction: float = field(default=0.1, metadata={"help": "share of images in test when no split is given"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the hashed train/test assignment"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if self.manifest not in ("auto", "sidecar") and not self.manifest.lower().endswith((".jsonl", ".csv")):
+            raise ValueError(f"manifest must be auto, sidecar, or a .jsonl / .csv file, got {self.manifest!r}")
+
+
+class Folder(DiskDataset):
+    """Images with sidecar .txt captions, or a captions.jsonl / captions.csv manifest."""
+
+    name = "folder"
+
+    def __init__(self, cfg: FolderConfig):
+        super().__init__(cfg)
+        self.cfg: FolderConfig = cfg
+        self._all: tuple[dict[str, list[Item]], Problems, str] | None = None
+
+    def _index(self, split: str) -> SplitIndex:
+        by_split, problems, listed_in = self._everything()
+        items = by_split[split]
+        if not items:
+            raise UsageError(f"folder {self.root}: the {split} split is empty ({listed_in}); "
+                             f"add images, a split field, or set -d test_fraction=0.1")
+        named = len(items)
+        items = stat_items(items, problems, f"folder {self.root}", listed_in)
+        return SplitIndex(items, problems, listed=named)
+
+    # -- listing ------------------------------------------------------------------------------------------------
+    def _everything(self) -> tuple[dict[str, list[Item]], Problems, str]:
+        """Items of both splits (listed once for the two), problems, and what they were listed from."""
+        if self._all is None:
+            problems = Problems()
+            manifest = self._manifest_path()
+            if manifest is None:
+                items, splits = self._sidecar(problems)
+                listed_in = "sidecar .txt captions"
+            else:
+                items, splits = self._manifest(manifest, problems)
+                listed_in = manifest.name
+            if not items:
+                raise UsageError(f"folder {self.root}: no captioned images found in {listed_in}"
+                                 + (f" ({problems.summary()})" if len(problems) else ""))
+            self._all = (self._assign(items, splits), problems, listed_in)
+        return self._all
+
+    def _manifest_path(self) -> Path | None:
+        if self.cfg.manifest == "sidecar":
+            return None
+        if self.cfg.manifest == "auto":
+            return next((self.root / m for m in MANIFESTS if (self.root / m).is_file()), None)
+        path = safe_relative(self.root, self.cfg.manifest)
+        if path is None or not path.is_file():
+            raise UsageError(f"folder {self.root}: manifest {self.cfg.manifest!r} is not a file inside the root")
+        return path
+
+    def _sidecar(self, problems: Problems) -> tuple[list[Item], dict[str, str]]:
+        files = walk_files(self.root, problems, IMAGE_SUFFIXES)
+        by_folder = (self.root / "train").is_dir() and (self.root / "test").is_dir()
+        items, splits, seen = [], {}, {}
+        for path in files:
+            rel = path.relative_to(self.root)
+            key = rel.with_suffix("").as_posix()
+            if key in seen:
+                problems.add("duplicate key", path, f"same name as {seen[key].name}; skipped")
+                continue
+            seen[key] = path
+            captions = read_caption_file(path.with_suffix(".txt"), problems, self.cfg.max_caption_words)
+            if not captions:
+                continue
+            if by_folder:
+                top = rel.parts[0] if len(rel.parts) > 1 else ""
+                if top not in ("train", "test"):
+                    problems.add("outside train/ and test/", path, "skipped: the split folders decide")
+                    continue
+                splits[key] = top
+            items.append(Item(key, path, captions))
+        return items, splits
+
+    def _manifest(self, manifest: Path, problems: Problems) -> tuple[list[Item], dict[str, str]]:
+        text = decode_text(manifest.read_bytes(), str(manifest), problems)
+        rows = _jsonl_rows(text, manifest, problems) if manifest.suffix.lower() == ".jsonl" else _csv_rows(text, manifest)
+        items: dict[str, Item] = {}
+        splits: dict[str, str] = {}
+        for where, image, captions, split in rows:
+            path = safe_relative(self.root, image) if isinstance(image, str) else None
+            if path is None:
+                problems.add("path escapes the data root" if isinstance(image, str) and image else "bad manifest line",
+                             where, f"image {image!r} skipped")
+                continue
+            if split is not None and split not in ("train", "test"):
+                problems.add("unknown split", where, f"{split!r} (use train or test); skipped")
+                continue
+            captions = clean_captions(captions, where, problems, self.cfg.max_caption_words)
+            key = path.relative_to(self.root).as_posix()
+            item = items.get(key)
+            if item is None:
+                item = items[key] = Item(key, path, [])
+            elif split is not None and splits.get(key, split) != split:
+                problems.add("duplicate key", where, f"{key} listed in both splits; kept in {splits[key]}")
+            for caption in captions:
+                if caption in item.captions:
+                    problems.add("duplicate key", where, f"{key}: the same caption twice; kept once")
+                else:
+                    item.captions.append(caption)
+            if split is not None:
+                splits.setdefault(key, split)
+        kept = []
+        for item in items.values():
+            if item.captions:
+                kept.append(item)
+            else:
+                problems.add("no captions", item.path, f"listed in {manifest.name} without a caption; skipped")
+        return kept, splits
+
+    def _assign(self, items: list[Item], splits: dict[str, str]) -> dict[str, list[Item]]:
+        """Split by the explicit assignment where there is one, by the seeded hash elsewhere."""
+        out: dict[str, list[Item]] = {"train": [], "test": []}
+        hashed = [item for item in items if item.key not in splits]
+        for item in items:
+            if item.key in splits:
+                out[splits[item.key]].append(item)
+        fraction, seed = self.cfg.test_fraction, self.cfg.split_seed
+        ranked = sorted(hashed, key=lambda item: unit_hash(item.key, seed))
+        for item in ranked:
+            out["test" if unit_hash(item.key, seed) < fraction else "train"].append(item)
+        if not splits and fraction > 0 and len(ranked) >= 2:  # both splits exist whenever possible
+            if not out["test"]:
+                out["test"].append(out["train"].pop(0))
+            elif not out["train"]:
+                out["train"].append(out["test"].pop())
+        return out
+
+
+def _jsonl_rows(text: str, manifest: Path, problems: Problems) -> list[tuple[str, object, list[str], str | None]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{manifest.name}:{number}"
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            problems.add("bad manifest line", where, f"not JSON ({exc.msg})")
+            continue
+        if not isinstance(obj, dict):
+            problems.add("bad manifest line", where, "not a JSON object")
+            continue
+        captions = obj.get("caption", obj.get("captions"))
+        captions = [captions] if isinstance(captions, str) else captions
+        if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+            problems.add("bad manifest line", where, "needs 'caption': a string or a list of strings")
+            continue
+        split = obj.get("split")
+        rows.append((where, obj.get("image"), captions, None if split is None else str(split)))
+    return rows
+
+
+def _csv_rows(text: str, manifest: Path) -> list[tuple[str, object, list[str], str | None]]:
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    if "image" not in columns or "caption" not in columns:
+        raise UsageError(f"{manifest}: a captions CSV needs a header row with 'image' and 'caption' columns, "
+                         f"got {', '.join(columns) or 'none'}")
+    rows = []
+    for number, row in enumerate(reader, 2):
+        row = {(k or "").strip(): v for k, v in row.items()}
+        split = (row.get("split") or "").strip() or None
+        caption = row.get("caption") or ""
+        rows.append((f"{manifest.name}:{number}", (row.get("image") or "").strip(), [caption], split))
+    return rows

@@ -1,0 +1,143 @@
+"""Metrics between image sets, without a generator: what ``t2i eval FOLDER --reference ...`` runs.
+
+Like torch-fidelity's command line: ``images`` is a folder of image files; ``reference`` is another folder,
+or a registered data set's split (``shapes``, ``shapes:train``), loaded at the folder images' size.
+Only metrics that can compare image sets qualify (they have a ``compare(images, reference)`` method:
+``fid``, ``kid``, ``is``). Metrics using the same network share one loaded copy, and the features of both
+folders are cached on disk (keyed by the sha256 of the files), so ``fid`` then ``kid`` reads each image once.
+
+    from t2i.metrics.compare import evaluate_images
+    report = evaluate_images("samples/", "data/real/", metrics=["fid", "kid"])
+    report["values"]["fid"], report["protocol"]["fid"]["weights_sha256"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import UsageError
+from ..plugins import registry
+from .image_sets import ImageSet, folder_images, split_images
+
+__all__ = ["evaluate_images", "resolve_reference"]
+
+
+def resolve_reference(reference: str | Path, resolution: int, data_options: Mapping[str, Any] | None = None) -> ImageSet:
+    """A folder, else ``NAME`` / ``NAME:SPLIT`` of a registered data set (default split: test) at ``resolution``,
+    built with ``data_options`` (e.g. ``{"test_size": 1000}``)."""
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        if data_options:
+            raise UsageError(f"data set options were given but --reference {reference} is a folder")
+        return folder_images(path)
+    name, _, split = str(reference).partition(":")
+    datasets = registry("datasets")
+    if name not in datasets:
+        installed = ", ".join(datasets.names()) or "none"
+        raise UsageError(f"--reference {reference} is neither a folder nor a registered data set (installed: {installed})")
+    try:
+        dataset = datasets.create(name, dict(data_options or {}))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"data set '{name}' cannot be built with these options: {exc}") from None
+    split = split or ("test" if "test" in dataset.splits else dataset.splits[0])
+    if split not in dataset.splits:
+        raise UsageError(f"data set '{name}' has no split '{split}'; splits: {', '.join(dataset.splits)}")
+    return split_images(dataset.load(split, resolution))
+
+
+def evaluate_images(
+    images: str | Path,
+    reference: str | Path | None,
+    *,
+    metrics: list[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str | None = None,
+    data_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Metrics of the image folder ``images`` against ``reference`` (a folder or data set; ``None``: only
+    metrics that need none, like ``is``). Returns ``{"values", "protocol", "images", "reference", ...}``.
+
+    ``data_options`` configure a data set reference. ``device`` sets the ``device`` option of every metric
+    that has one (``-M fid.device=...`` wins).
+    """
+    from .. import __version__
+    from ..engine.evaluate import build_metrics, flat_key
+
+    names = list(metrics or (["fid"] if reference is not None else ["is"]))
+    fake = folder_images(images)
+    size = fake.identity["size"]
+    real = None
+    if reference is not None:
+        if size[0] != size[1]:
+            ref_path = Path(reference).expanduser()
+            if not ref_path.is_dir():
+                raise UsageError(f"images in {images} are {size[0]}x{size[1]}; a data set reference needs square images")
+        real = resolve_reference(reference, size[0], data_options)
+    reg = registry("metrics")
+    merged: dict[str, dict[str, Any]] = {n: dict((options or {}).get(n, {})) for n in names}
+    for name in names:
+        cfg_type = reg.get(name).config
+        if device and cfg_type is not None and "device" in {f.name for f in dataclasses.fields(cfg_type)}:
+            merged[name].setdefault("device", device)
+    built = build_metrics(names, {n: o for n, o in merged.items() if o})
+    _share_extractors(built)
+    values: dict[str, float] = {}
+    protocols: dict[str, Any] = {}
+    for name, metric, opts in built:
+        if not hasattr(metric, "compare"):
+            able = [n for n in reg.names() if hasattr(reg.get(n).factory, "compare")]
+            raise UsageError(
+                f"metric '{name}' needs a generator, not image folders; folder evaluation supports: {', '.join(able)}"
+            )
+        needs_reference = getattr(metric, "needs_reference", True)
+        if needs_reference and real is None:
+            raise UsageError(f"metric '{name}' compares with reference images: pass --reference FOLDER or a data set")
+        result = dict(metric.compare(fake, real if needs_reference else None, cache_images=True))
+        protocols[name] = {"options": opts, **result.pop("protocol", {})}
+        for key, value in result.items():
+            values[flat_key(name, key)] = float(value)  # "fid", "kid/std"
+    return {
+        "images": fake.describe(),
+        "reference": real.describe() if real is not None else None,
+        "values": values,
+        "protocol": protocols,
+        "versions": {"t2i": __version__, **_library_versions()},
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    import torch
+
+    out = {"torch": torch.__version__}
+    try:
+        import torch_fidelity
+
+        out["torch_fidelity"] = torch_fidelity.__version__
+    except ImportError:  # pragma: no cover - a core dependency
+        pass
+    return out
+
+
+def _share_extractors(built: list[tuple[str, Any, dict[str, Any]]]) -> None:
+    """Give metrics with the same Inception settings one network computing all the features they need."""
+    from .inception_metrics import InceptionMetric
+
+    groups: dict[tuple[str, str, int], list[InceptionMetric]] = {}
+    for _, metric, _ in built:
+        if isinstance(metric, InceptionMetric) and metric._extractor is None:
+            key = (metric.cfg.weights, metric.cfg.device, metric.cfg.batch_size)
+            groups.setdefault(key, []).append(metric)
+    for (weights, device, batch_size), members in groups.items():
+        if len(members) < 2:
+            continue
+        from ..engine.optim import pick_device
+        from .features import make_extractor
+
+        features = tuple(sorted({f for m in members for f in m.features}))
+        shared = make_extractor(
+            "inception", weights=weights or None, device=pick_device(device), features=features, batch_size=batch_size
+        )
+        for m in members:
+            m._extractor = shared

@@ -1,0 +1,207 @@
+"""Sets of images that distribution metrics compare, and the disk cache of their features.
+
+An :class:`ImageSet` is a sized, re-iterable source of uint8 ``(B, H, W, 3)`` batches plus an ``identity``:
+a JSON-able description precise enough to key a cache (a data set split's info and the sha256 of its
+pixels; a folder's path and the sha256 of its files). Three kinds: a data set split in memory
+(:func:`split_images`), a folder of image files read batch by batch (:func:`folder_images`), and anything
+else as a tensor (:func:`tensor_images`).
+
+:func:`cached_features` runs an extractor over a *reference* image set once and keeps the result in
+``<cache>/metrics/<extractor>-<digest>.npz`` (``<cache>``: ``cache_dir``, else ``$T2I_CACHE_DIR``, else
+``~/.cache/t2i``): the float64 :class:`~t2i.metrics.frechet.RunningStats` of each feature (FID) and the
+features themselves (KID). The digest covers the image set's identity and the extractor's cache key
+(name, weights sha256, preprocessing); the file repeats the full key, and a file whose key differs, or that
+cannot be read, is recomputed and replaced, never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import UsageError
+from ..interfaces import CaptionedImages
+from .features import FeatureExtractor
+from .frechet import RunningStats
+
+__all__ = ["ImageSet", "split_images", "folder_images", "tensor_images", "cached_features", "extract_all", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+_FORMAT = "t2i-reference-features-v1"
+
+
+@dataclass
+class ImageSet:
+    """``count`` images, yielded by ``batches(batch_size)`` as uint8 ``(B, H, W, 3)``; ``identity`` says which."""
+
+    identity: dict[str, Any]
+    count: int
+    _batches: Callable[[int], Iterator[Tensor]]
+
+    def batches(self, batch_size: int) -> Iterator[Tensor]:
+        return self._batches(batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        """The identity without hashes, for a protocol."""
+        return {k: v for k, v in self.identity.items() if not k.endswith("sha256")} | {"count": self.count}
+
+
+def _sha256_tensor(images: Tensor) -> str:
+    h = hashlib.sha256()
+    flat = images.contiguous().view(images.shape[0], -1)
+    for start in range(0, flat.shape[0], 4096):
+        h.update(flat[start : start + 4096].numpy().tobytes())
+    return h.hexdigest()
+
+
+def tensor_images(images: Tensor, identity: dict[str, Any] | None = None) -> ImageSet:
+    """uint8 ``(N, H, W, 3)`` as an image set; identity: ``identity`` plus the sha256 of the pixels."""
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {tuple(images.shape)}")
+    ident = {**(identity or {}), "shape": list(images.shape), "pixels_sha256": _sha256_tensor(images)}
+    return ImageSet(ident, int(images.shape[0]), lambda bs: (images[i : i + bs] for i in range(0, len(images), bs)))
+
+
+def split_images(reference: CaptionedImages) -> ImageSet:
+    """A data set split: identity = its info (minus local cache paths) + the sha256 of its pixels."""
+    info = {k: v for k, v in reference.info.items() if k != "cache"}
+    return tensor_images(reference.images, {"source": "dataset", **info})
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.exists():
+        raise UsageError(f"image folder {folder} does not exist")
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UsageError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as exc:
+        raise UsageError(f"cannot read image {path}: {exc}") from None
+
+
+def folder_images(folder: str | os.PathLike) -> ImageSet:
+    """Every image file under ``folder`` (recursively, sorted by path), as RGB; all must have the same size.
+
+    Identity: the resolved path, the file count, the image size and the sha256 of the files' names and bytes.
+    """
+    root = Path(folder).expanduser()
+    files = _image_files(root)
+    first = _read_rgb(files[0])
+    h = hashlib.sha256()
+    for path in files:
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(path.read_bytes())
+
+    def batches(batch_size: int) -> Iterator[Tensor]:
+        for start in range(0, len(files), batch_size):
+            arrays = []
+            for path in files[start : start + batch_size]:
+                a = _read_rgb(path)
+                if a.shape != first.shape:
+                    raise UsageError(f"{path} is {a.shape[1]}x{a.shape[0]} but {files[0].name} is "
+                                     f"{first.shape[1]}x{first.shape[0]}: a folder must hold images of one size")  # fmt: skip
+                arrays.append(a)
+            yield torch.from_numpy(np.stack(arrays))
+
+    ident = {"source": "folder", "path": str(root.resolve()), "size": [int(first.shape[1]), int(first.shape[0])],
+             "files_sha256": h.hexdigest()}  # fmt: skip
+    return ImageSet(ident, len(files), batches)
+
+
+def extract_all(extractor: FeatureExtractor, images: ImageSet, batch_size: int) -> dict[str, Tensor]:
+    """Features of every image in ``images`` (float32, CPU), ``batch_size`` images per forward pass."""
+    parts: dict[str, list[Tensor]] = {name: [] for name in extractor.dims}
+    for batch in images.batches(batch_size):
+        for name, value in extractor(batch).items():
+            parts[name].append(value)
+    return {name: torch.cat(v) if v else torch.empty(0, extractor.dims[name]) for name, v in parts.items()}
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("T2I_CACHE_DIR") or Path.home() / ".cache" / "t2i")
+
+
+def _cache_path(key: dict[str, Any], extractor_name: str, cache_dir: str | os.PathLike | None) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    root = Path(cache_dir) if cache_dir else _default_cache_dir()
+    return root / "metrics" / f"{extractor_name}-{digest[:32]}.npz"
+
+
+def _read_cache(path: Path, key_json: str, names: list[str]) -> tuple[dict[str, RunningStats], dict[str, Tensor]] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key_json:
+                return None
+            fields = ("n", "shift", "sum", "outer")
+            stats = {n: RunningStats.from_state_dict({k: data[f"{n}.{k}"] for k in fields}) for n in names}
+            feats = {n: torch.from_numpy(np.array(data[f"{n}.features"])) for n in names}
+    except Exception:  # truncated, garbled, foreign: compute again
+        return None
+    return stats, feats
+
+
+def _write_cache(path: Path, key_json: str, stats: dict[str, RunningStats], feats: dict[str, Tensor]) -> None:
+    arrays: dict[str, np.ndarray] = {"key": np.asarray(key_json)}
+    for name, s in stats.items():
+        arrays.update({f"{name}.{k}": v for k, v in s.state_dict().items()})
+        arrays[f"{name}.features"] = feats[name].numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached_features(
+    extractor: FeatureExtractor,
+    images: ImageSet,
+    *,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> tuple[dict[str, RunningStats], dict[str, Tensor], dict[str, Any]]:
+    """``(stats per feature, features per feature, cache info)`` of a reference image set, cached on disk.
+
+    ``cache info`` says whether the file was reused (``"hit"``) or (re)computed, and its name.
+    """
+    names = sorted(extractor.dims)
+    key = {
+        "format": _FORMAT, "images": images.identity, "count": images.count,
+        "extractor": extractor.cache_key(), "features": names,
+    }  # fmt: skip
+    key_json = json.dumps(key, sort_keys=True, default=str)
+    path = _cache_path(key, extractor.name, cache_dir)
+    if use_cache:
+        found = _read_cache(path, key_json, names)
+        if found is not None:
+            return found[0], found[1], {"file": path.name, "hit": True}
+    feats = extract_all(extractor, images, batch_size)
+    stats = {n: RunningStats().update(feats[n]) for n in names}
+    if use_cache:
+        _write_cache(path, key_json, stats, feats)
+    return stats, feats, {"file": path.name, "hit": False}

@@ -1,0 +1,332 @@
+"""``fid``, ``kid`` and ``is``: the Inception metrics, computed as torch-fidelity / the TTUR reference do.
+
+Protocol shared by the three (:class:`InceptionMetric`). Walk a seeded permutation of the reference split
+and take one seeded caption of each image; generate one image per caption, ``n`` of them, where ``n`` is
+capped at the size of the reference split (``n_requested`` records what was asked). Features come from the
+TF-compatible Inception-v3 (:mod:`t2i.metrics.inception`). The *real* side is the whole reference split;
+its features are computed once and cached on disk (:func:`~t2i.metrics.image_sets.cached_features`).
+
+- ``fid``: Frechet distance between Gaussians fitted to pool3 features (float64 streaming sums; trace term
+  from symmetric eigenvalues, :mod:`t2i.metrics.frechet`).
+- ``kid``: unbiased MMD^2 with the cubic polynomial kernel ``(x.y / d + 1)^3``, averaged over ``subsets``
+  random subsets of ``min(subset_size, N)`` images of each side (drawn as torch-fidelity draws them:
+  ``np.random.RandomState(seed).choice(N, m, replace=False)``, generated first); ``kid`` and ``kid/std``.
+- ``is``: Inception Score from the 1008-way logits without bias, in ``splits`` parts after a seeded shuffle
+  (``RandomState(seed).permutation``); ``is`` and ``is/std``. A score outside ``[1, 1008]`` is a bug and
+  raises instead of being reported.
+
+Each metric can also compare two image sets without a generator (:meth:`InceptionMetric.compare`), which
+``t2i eval FOLDER --reference ...`` uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import UsageError
+from ..interfaces import CaptionedImages, Metric
+from . import Generate, generate_images, seeded_caption, seeded_order
+from .features import FeatureExtractor, make_extractor
+from .frechet import RunningStats, frechet_distance
+from .image_sets import ImageSet, cached_features, split_images, tensor_images
+
+__all__ = [
+    "InceptionMetricConfig", "KIDConfig", "ISConfig", "InceptionMetric", "FID", "KID", "InceptionScore",
+    "kid_from_features", "inception_score_from_logits",
+]  # fmt: skip
+
+
+@dataclass
+class InceptionMetricConfig:
+    """Options of ``fid`` (and the base of ``kid`` and ``is``)."""
+
+    n: int = field(default=10000, metadata={"help": "generated images (capped at the reference split's size)"})
+    batch_size: int = field(default=64, metadata={"help": "images per Inception forward pass"})
+    weights: str = field(default="", metadata={"help": "Inception weights file ('' = $T2I_INCEPTION_WEIGHTS, then the caches)"})
+    device: str = field(default="auto", metadata={"help": "where Inception runs: auto, cpu, cuda, ..."})
+    seed: int = field(
+        default=2020, metadata={"help": "seeds caption choice, KID subsets and the IS shuffle (2020: torch-fidelity's)"}
+    )
+    cache_dir: str = field(default="", metadata={"help": "real-feature cache ('' = $T2I_CACHE_DIR, else ~/.cache/t2i)"})
+    cache: bool = field(default=True, metadata={"help": "cache the reference split's features on disk"})
+
+    def __post_init__(self) -> None:
+        for name in ("n", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+
+@dataclass
+class KIDConfig(InceptionMetricConfig):
+    """Options of ``kid``."""
+
+    subsets: int = field(default=100, metadata={"help": "random subsets averaged"})
+    subset_size: int = field(default=1000, metadata={"help": "images per subset (capped at the smaller side)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.subsets < 1 or self.subset_size < 2:
+            raise ValueError(f"subsets must be >= 1 and subset_size >= 2, got {self.subsets} and {self.subset_size}")
+
+
+@dataclass
+class ISConfig(InceptionMetricConfig):
+    """Options of ``is``."""
+
+    splits: int = field(default=10, metadata={"help": "parts the generated images are scored in"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.splits < 1:
+            raise ValueError(f"splits must be >= 1, got {self.splits}")
+
+
+# the real side: running statistics and features, each by feature name
+_Real = tuple[dict[str, RunningStats], dict[str, Tensor]]
+
+
+def _versions() -> dict[str, str]:
+    import torch_fidelity
+
+    from .. import __version__
+
+    return {
+        "t2i": __version__, "torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__, "numpy": np.__version__
+    }  # fmt: skip
+
+
+class InceptionMetric(Metric):
+    """What ``fid``, ``kid`` and ``is`` share: the caption choice, the extractor, the real-feature cache."""
+
+    metric: ClassVar[str]
+    features: ClassVar[tuple[str, ...]]
+    needs_reference: ClassVar[bool] = True
+    chunk = 250  # captions per generate() call
+
+    def __init__(self, cfg: InceptionMetricConfig | None = None, *, extractor: FeatureExtractor | None = None):
+        self.cfg = cfg or InceptionMetricConfig()
+        self._extractor = extractor  # share one loaded network between metrics; None: built on first use
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        """The Inception network, built on first use (weights resolved then: a missing file is a UsageError)."""
+        if self._extractor is None:
+            from ..engine.optim import pick_device
+
+            device = pick_device(self.cfg.device)
+            self._extractor = make_extractor(
+                "inception", weights=self.cfg.weights or None, device=device, features=self.features,
+                batch_size=self.cfg.batch_size,
+            )  # fmt: skip
+        return self._extractor
+
+    # -- with a generator ----------------------------------------------------------------------------
+    def evaluate(self, generate: Generate, reference: CaptionedImages) -> dict[str, Any]:
+        if len(reference) < 2:
+            raise UsageError(f"{self.metric} needs a reference split with at least 2 images, got {len(reference)}")
+        n = min(self.cfg.n, len(reference))
+        rows = seeded_order(len(reference), self.cfg.seed)[:n].tolist()
+        captions = seeded_caption(reference, rows, self.cfg.seed)
+        fake = generate_images(generate, captions, reference.resolution, self.chunk)
+        real = split_images(reference) if self.needs_reference else None
+        result = self.compare(tensor_images(fake, {"source": "generated"}), real)
+        info = {k: v for k, v in reference.info.items() if k in ("name", "split", "seed", "resolution")}
+        result["protocol"].update(
+            n_requested=self.cfg.n,
+            captions="seeded permutation of the reference split, one seeded caption per image",
+            reference={"size": len(reference), **info},
+        )
+        return result
+
+    # -- two image sets ------------------------------------------------------------------------------
+    def compare(self, images: ImageSet, reference: ImageSet | None, *, cache_images: bool = False) -> dict[str, Any]:
+        """The metric of ``images`` against ``reference`` (cached), ``{key: value, "protocol": {...}}``.
+
+        ``cache_images``: also cache the features of ``images`` (files on disk, identified by their hash;
+        generated images are never cached: they are streamed through float64 running sums).
+        """
+        if images.count < 2:
+            raise UsageError(f"{self.metric} needs at least 2 images, got {images.count}")
+        ex = self.extractor
+        missing = [f for f in self.features if f not in ex.dims]
+        if missing:
+            raise ValueError(f"{self.metric} needs features {missing} that extractor '{ex.name}' does not compute")
+        cache_dir = self.cfg.cache_dir or None
+        if cache_images and self.cfg.cache:
+            all_stats, fake_features, _ = cached_features(ex, images, batch_size=self.cfg.batch_size, cache_dir=cache_dir)
+            fake_stats = all_stats.get("pool3", RunningStats())
+        else:
+            parts: dict[str, list[Tensor]] = {name: [] for name in self.features}
+            fake_stats = RunningStats()
+            for batch in images.batches(self.cfg.batch_size):
+                out = ex(batch)
+                if "pool3" in out:
+                    fake_stats.update(out["pool3"])
+                for name in self.features:
+                    parts[name].append(out[name])
+            fake_features = {name: torch.cat(v) for name, v in parts.items()}
+        protocol: dict[str, Any] = {"metric": self.metric, "n": images.count, "images": images.describe(), **ex.protocol(),
+                                    "seed": self.cfg.seed, "versions": _versions()}  # fmt: skip
+        real: _Real | None = None
+        if reference is not None:
+            if reference.count < 2:
+                raise UsageError(f"{self.metric} needs a reference of at least 2 images, got {reference.count}")
+            stats, feats, cache = cached_features(
+                ex, reference, batch_size=self.cfg.batch_size, cache_dir=cache_dir, use_cache=self.cfg.cache
+            )
+            real = (stats, feats)
+            protocol.update(
+                n_reference=reference.count, reference_images=reference.describe(),
+                reference_cache=cache if self.cfg.cache else "off",
+            )  # fmt: skip
+        values = self._score(fake_stats, fake_features, real)
+        return {**values, "protocol": {**protocol, **self._protocol()}}
+
+    def _score(self, fake_stats: RunningStats, fake: dict[str, Tensor], real: _Real | None) -> dict[str, float]:
+        """The values, from the generated side's running statistics and features and the real side's."""
+        raise NotImplementedError
+
+    def _protocol(self) -> dict[str, Any]:
+        return {}
+
+
+class FID(InceptionMetric):
+    """Frechet Inception Distance (lower is better)."""
+
+    metric = "fid"
+    features = ("pool3",)
+    higher_is_better = False
+
+    def _score(self, fake_stats, fake, real):
+        assert real is not None
+        stats = real[0]["pool3"]
+        value = frechet_distance(fake_stats.mean, fake_stats.cov, stats.mean, stats.cov)
+        return {"fid": value}
+
+    def _protocol(self) -> dict[str, Any]:
+        return {"feature": "pool3 (2048)", "statistics": "float64 streaming mean and unbiased covariance",
+                "trace_term": "sum sqrt(eigvalsh(S1^1/2 S2 S1^1/2)), negative eigenvalues clipped to 0"}  # fmt: skip
+
+
+class KID(InceptionMetric):
+    """Kernel Inception Distance (lower is better); ``kid/std`` over the subsets."""
+
+    metric = "kid"
+    features = ("pool3",)
+    higher_is_better = False
+
+    def __init__(self, cfg: KIDConfig | None = None, *, extractor: FeatureExtractor | None = None):
+        super().__init__(cfg or KIDConfig(), extractor=extractor)
+
+    def _score(self, fake_stats, fake, real):
+        assert real is not None
+        cfg: KIDConfig = self.cfg  # type: ignore[assignment]
+        mean, std = kid_from_features(
+            fake["pool3"], real[1]["pool3"], subsets=cfg.subsets, subset_size=cfg.subset_size, seed=cfg.seed
+        )
+        return {"kid": mean, "kid/std": std}
+
+    def _protocol(self) -> dict[str, Any]:
+        cfg: KIDConfig = self.cfg  # type: ignore[assignment]
+        return {"feature": "pool3 (2048)", "kernel": "cubic polynomial (x.y/d + 1)^3", "estimator": "unbiased MMD^2",
+                "subsets": cfg.subsets, "subset_size": f"min({cfg.subset_size}, N)",
+                "subset_rng": "numpy RandomState(seed).choice(N, m, replace=False), generated side first"}  # fmt: skip
+
+
+class InceptionScore(InceptionMetric):
+    """Inception Score (higher is better); ``is/std`` over the splits. Needs no reference images."""
+
+    metric = "is"
+    features = ("logits_unbiased",)
+    needs_reference = False
+
+    def __init__(self, cfg: ISConfig | None = None, *, extractor: FeatureExtractor | None = None):
+        super().__init__(cfg or ISConfig(), extractor=extractor)
+
+    def _score(self, fake_stats, fake, real):
+        cfg: ISConfig = self.cfg  # type: ignore[assignment]
+        mean, std = inception_score_from_logits(fake["logits_unbiased"], splits=cfg.splits, seed=cfg.seed)
+        return {"is": mean, "is/std": std}
+
+    def _protocol(self) -> dict[str, Any]:
+        cfg: ISConfig = self.cfg  # type: ignore[assignment]
+        return {"feature": "logits_unbiased (1008, no bias)", "splits": cfg.splits,
+                "shuffle": "numpy RandomState(seed).permutation(N)", "precision": "float64 softmax"}  # fmt: skip
+
+
+# -- the formulas ------------------------------------------------------------------------------------
+def _mmd2_unbiased(k_xx: Tensor, k_xy: Tensor, k_yy: Tensor) -> float:
+    m = k_xx.shape[0]
+    sum_xx = k_xx.sum() - k_xx.diagonal().sum()
+    sum_yy = k_yy.sum() - k_yy.diagonal().sum()
+    return float((sum_xx + sum_yy) / (m * (m - 1)) - 2 * k_xy.sum() / (m * m))
+
+
+def kid_from_features(
+    x: Tensor, y: Tensor, *, subsets: int = 100, subset_size: int = 1000, seed: int = 2020
+) -> tuple[float, float]:
+    """KID between features ``x`` (generated) and ``y`` (real): mean and std of the unbiased MMD^2 over subsets.
+
+    Kernel ``k(a, b) = (a.b / d + 1)^3`` in float64. When both sets are small (<= 4096 rows) the kernel
+    matrices are computed once and the subsets index them; otherwise each subset computes its own.
+    """
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"features must be (N, D) with the same D, got {tuple(x.shape)} and {tuple(y.shape)}")
+    m = min(subset_size, x.shape[0], y.shape[0])
+    if m < 2:
+        raise UsageError(f"KID needs at least 2 images on each side, got {x.shape[0]} and {y.shape[0]}")
+    x, y = x.double(), y.double()
+    d = x.shape[1]
+
+    def kernel(a: Tensor, b: Tensor) -> Tensor:
+        return (a @ b.T / d + 1) ** 3
+
+    rng = np.random.RandomState(seed)
+    full = max(x.shape[0], y.shape[0]) <= 4096
+    if full:
+        k_xx, k_xy, k_yy = kernel(x, x), kernel(x, y), kernel(y, y)
+    mmds = np.zeros(subsets)
+    for i in range(subsets):
+        ix = torch.from_numpy(rng.choice(x.shape[0], m, replace=False))
+        iy = torch.from_numpy(rng.choice(y.shape[0], m, replace=False))
+        if full:
+            mmds[i] = _mmd2_unbiased(k_xx[ix][:, ix], k_xy[ix][:, iy], k_yy[iy][:, iy])
+        else:
+            a, b = x[ix], y[iy]
+            mmds[i] = _mmd2_unbiased(kernel(a, a), kernel(a, b), kernel(b, b))
+    return float(mmds.mean()), float(mmds.std())
+
+
+def inception_score_from_logits(logits: Tensor, *, splits: int = 10, seed: int = 2020) -> tuple[float, float]:
+    """IS from ``(N, C)`` logits: seeded shuffle, ``splits`` parts, ``exp(mean KL(p(y|x) || p(y)))`` per part.
+
+    Raises ``RuntimeError`` if any part scores outside ``[1, C]`` (mathematically impossible: a bug).
+    """
+    if logits.dim() != 2 or logits.shape[0] < 1:
+        raise ValueError(f"logits must be (N, C) with N >= 1, got {tuple(logits.shape)}")
+    n, classes = logits.shape
+    splits = min(splits, n)
+    order = torch.from_numpy(np.random.RandomState(seed).permutation(n))
+    logits = logits[order].double()
+    log_p = logits.log_softmax(dim=1)
+    p = log_p.exp()
+    scores = []
+    for i in range(splits):
+        part_p, part_log_p = p[i * n // splits : (i + 1) * n // splits], log_p[i * n // splits : (i + 1) * n // splits]
+        log_q = part_p.mean(0, keepdim=True).log()
+        kl = (part_p * (part_log_p - log_q)).nan_to_num(0.0).sum(1).mean()  # 0 * log 0 = 0
+        scores.append(math.exp(kl.item()))
+    tol = 1e-9
+    bad = [s for s in scores if not (1 - tol <= s <= classes * (1 + tol))]
+    if bad:
+        raise RuntimeError(f"Inception Score {bad[0]} is outside [1, {classes}]: this is a bug in t2i, please report it")
+    return float(np.mean(scores)), float(np.std(scores))
+

@@ -1,0 +1,98 @@
+"""``gru``: a bidirectional GRU over word vectors, trained from scratch with the discriminator.
+
+The sentence encoder of AttnGAN's DAMSM (Xu et al. 2018) and of the seed's baseline: captions are split
+into words (lower-case, as ``bow`` does), words are looked up in a vocabulary built from the training
+captions (words seen fewer than ``min_count`` times, and words never seen, become ``<unk>``), at most
+``max_words`` words are kept, and the caption's embedding is the concatenation of the GRU's last hidden
+state in each direction (``dim / 2`` each). Padding never reaches the GRU (packed sequences), so a
+caption's embedding does not depend on the other captions of its batch; an empty caption is read as one
+``<pad>`` word (a zero vector).
+
+``glove=PATH`` initialises the word vectors from a local GloVe file (``word_dim`` must be the file's
+size); ``freeze_words`` then keeps them fixed while the GRU trains. With ``trainable = true`` (default)
+the encoder's parameters join the discriminator's optimiser; the generator sees its output detached.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from ..interfaces import TextEncoder
+from .bow import PAD, UNK, words
+from .glove import glove_init
+
+__all__ = ["GRUConfig", "GRUEncoder"]
+
+
+@dataclass
+class GRUConfig:
+    dim: int = field(default=128, metadata={"help": "sentence embedding size (dim / 2 per direction; even)"})
+    word_dim: int = field(default=128, metadata={"help": "word vector size (= the GloVe file's size when glove is set)"})
+    layers: int = field(default=1, metadata={"help": "stacked GRU layers"})
+    max_words: int = field(default=40, metadata={"help": "words kept per caption (longer captions are cut)"})
+    min_count: int = field(default=1, metadata={"help": "words seen fewer times in training map to <unk>"})
+    trainable: bool = field(default=True, metadata={"help": "train with D's optimiser (false: a frozen random encoder)"})
+    glove: str = field(default="", metadata={"help": "initialise word vectors from this GloVe .txt file (word_dim must match)"})
+    freeze_words: bool = field(default=False, metadata={"help": "keep the word vectors fixed (e.g. GloVe's) while the GRU trains"})
+
+    def __post_init__(self) -> None:
+        if self.dim < 2 or self.dim % 2:
+            raise ValueError(f"dim must be an even number >= 2 (two directions), got {self.dim}")
+        if min(self.word_dim, self.layers, self.max_words, self.min_count) < 1:
+            raise ValueError("word_dim, layers, max_words and min_count must be >= 1")
+
+
+class GRUEncoder(TextEncoder):
+    """Bi-GRU sentence encoder; vocabulary from :meth:`fit`, unknown words map to ``<unk>``."""
+
+    def __init__(self, cfg: GRUConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or GRUConfig()
+        self.dim = self.cfg.dim
+        self.trainable = self.cfg.trainable
+        self.gru = nn.GRU(self.cfg.word_dim, self.dim // 2, num_layers=self.cfg.layers, batch_first=True,
+                          bidirectional=True)
+        self.glove_report: dict[str, Any] = {}
+        self._build([PAD, UNK])
+
+    def _build(self, vocab: list[str]) -> None:
+        self.vocab = list(vocab)
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+        self.embedding = nn.Embedding(len(self.vocab), self.cfg.word_dim, padding_idx=0)
+        self.gru.requires_grad_(self.trainable)
+        self.embedding.weight.requires_grad_(self.trainable and not self.cfg.freeze_words)
+
+    def fit(self, captions: Sequence[str]) -> None:
+        counts = Counter(w for c in captions for w in words(c))
+        self._build([PAD, UNK, *sorted(w for w, n in counts.items() if n >= self.cfg.min_count)])
+        if self.cfg.glove:
+            self.glove_report = glove_init(self.embedding.weight, self.vocab, self.cfg.glove, skip=(PAD, UNK)).as_dict()
+
+    def tokenize(self, captions: Sequence[str]) -> Tensor:
+        ids = torch.zeros(len(captions), self.cfg.max_words, dtype=torch.long)
+        unk = self.index[UNK]
+        for row, caption in enumerate(captions):
+            toks = [self.index.get(w, unk) for w in words(caption)[: self.cfg.max_words]]
+            if toks:
+                ids[row, : len(toks)] = torch.tensor(toks)
+        return ids
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        lengths = (tokens != 0).sum(1).clamp_min(1).cpu()  # words are left-aligned; an empty caption reads one <pad>
+        vectors = self.embedding(tokens)
+        packed = pack_padded_sequence(vectors, lengths, batch_first=True, enforce_sorted=False)
+        _, hidden = self.gru(packed)  # (layers * 2, B, dim / 2)
+        return torch.cat([hidden[-2], hidden[-1]], dim=1)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"vocab": self.vocab, **({"glove": self.glove_report} if self.glove_report else {})}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self._build(list(state["vocab"]))
+        self.glove_report = dict(state.get("glove", {}))

@@ -1,0 +1,87 @@
+"""A trainable head between any text encoder and the networks: a projection or the seed's MLP.
+
+Set with the text encoder's options, whatever the encoder: ``-T head=mlp -T head_dim=256`` (TOML:
+``[text_encoder.options] head = "mlp"``). The engine (:func:`t2i.engine.components.build_text_encoder`)
+takes ``head``, ``head_dim`` and ``head_dropout`` out of the options before the encoder sees them and wraps
+the encoder in :class:`HeadedTextEncoder`.
+
+- ``head = "linear"``: ``Linear(encoder.dim, head_dim)``;
+- ``head = "mlp"``: the seed's ``ImprovedTextEncoder``: ``Linear -> LayerNorm -> ReLU -> Dropout``.
+
+The head is trained with the discriminator's optimiser (as a trainable encoder is); the encoder under it
+stays as it is (a frozen one stays frozen). With a frozen encoder, its embeddings are computed once per
+run in :meth:`HeadedTextEncoder.tokenize` (not in the on-disk cache) and only the head runs every step.
+Dropout is active in training mode only: call ``.eval()`` for inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..interfaces import TextEncoder
+
+__all__ = ["HEAD_OPTIONS", "TextHeadConfig", "HeadedTextEncoder", "text_head"]
+
+HEAD_OPTIONS = ("head", "head_dim", "head_dropout")
+
+
+@dataclass
+class TextHeadConfig:
+    head: Literal["", "linear", "mlp"] = field(default="", metadata={"help": "'' (none), linear, or mlp (Linear, LayerNorm, ReLU, Dropout)"})
+    head_dim: int = field(default=0, metadata={"help": "the head's output size (0: the encoder's size)"})
+    head_dropout: float = field(default=0.1, metadata={"help": "dropout after the mlp head's ReLU, in training"})
+
+    def __post_init__(self) -> None:
+        if self.head_dim < 0:
+            raise ValueError(f"head_dim must be >= 0, got {self.head_dim}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+
+
+def text_head(kind: str, in_dim: int, out_dim: int, dropout: float) -> nn.Module:
+    """The head module: ``linear`` or ``mlp``."""
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.ReLU(), nn.Dropout(dropout))
+    raise ValueError(f"unknown text head {kind!r}; choose linear or mlp")
+
+
+class HeadedTextEncoder(TextEncoder):
+    """``encoder`` followed by a trainable head; ``dim`` is the head's output size."""
+
+    trainable = True
+
+    def __init__(self, encoder: TextEncoder, cfg: TextHeadConfig):
+        super().__init__()
+        self.base = encoder
+        self.cfg = cfg
+        self.dim = cfg.head_dim or encoder.dim
+        self.head = text_head(cfg.head, encoder.dim, self.dim, cfg.head_dropout)
+
+    def fit(self, captions: Sequence[str]) -> None:
+        self.base.fit(captions)
+
+    def tokenize(self, captions: Sequence[str]) -> Tensor:
+        tokens = self.base.tokenize(captions)
+        if self.base.trainable:
+            return tokens
+        with torch.no_grad():  # a frozen encoder's embeddings are its tokens here: computed once
+            device = next(self.base.parameters(), torch.empty(0)).device
+            return self.base(tokens.to(device)).float().cpu()
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.head(self.base(tokens) if self.base.trainable else tokens)
+
+    def on_train_step(self, step: int, images_seen: int) -> None:
+        self.base.on_train_step(step, images_seen)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"base": self.base.extra_state(), "head": self.cfg.head}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.base.load_extra_state(state.get("base", {}))

@@ -1,0 +1,187 @@
+"""Distributed training (DDP) on CPU with Gloo, through real torchrun launches.
+
+Each launch starts two processes that import torch, so these tests are few and tiny; they carry the
+``slow`` marker and their names start with ``test_ddp_`` (``pytest -k ddp`` runs them, ``-m "not slow"``
+skips them).
+
+How "the same as one process" is constructed: rank ``r`` of ``W`` takes images ``perm[r::W]`` of each
+epoch's permutation and rows ``r::W`` of the noise drawn for the global batch, so at every step the union
+of the two ranks' batches of ``B`` is exactly the batch of ``2B`` one process takes, with the same noise
+for the same image. DDP averages the two ranks' gradients, which equals the gradient of the mean loss over
+``2B`` when the loss is a per-image mean. The caption each image gets is drawn for the global batch and
+sliced the same way. Two things would break the equality and are set aside here: batch norm in G
+(per-rank statistics; the ``affine`` generator has none) and the matching-aware term (its negatives are
+captions rolled within a rank's batch; weight 0).
+
+This file is also the worker torchrun starts: ``python test_distributed.py worker OUT BATCH STEPS [crash]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2i.engine import distributed
+from t2i.engine.trainer import Trainer
+from t2i.errors import UsageError
+
+from t2i_test_helpers import TINY_FLAGS, run_cli, tiny_config
+
+pytestmark = pytest.mark.slow
+
+EQUIVALENT = {  # see the module docstring
+    "generator": {"options": {"ngf": 8, "conditioning": "affine"}},
+    "loss": {"terms": {"matching_aware": 0.0}},
+}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200", distributed.TIMEOUT_ENV: "120"}
+
+
+def _torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+
+
+def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """G's and D's parameters and buffers (spectral norm's vectors included), by name."""
+    out = {f"G.{k}": v.detach().clone() for k, v in trainer.G.state_dict().items()}
+    out.update({f"D.{k}": v.detach().clone() for k, v in trainer.D.state_dict().items()})
+    return out
+
+
+def _equivalent_trainer(run_dir: Path, batch: int, steps: int, **kwargs) -> Trainer:
+    cfg = tiny_config(train={"batch_size": batch, "steps": steps, "checkpoint_every": 0}, **EQUIVALENT)
+    trainer = Trainer(cfg, run_dir, quiet=True, tensorboard=False, **kwargs)
+    return trainer
+
+
+def _worker(out: Path, batch: int, steps: int, crash: bool) -> None:
+    """Two ranks: step by step, gather every rank's weights; rank 0 saves them. ``crash``: rank 1 dies."""
+    with distributed.session("cpu") as ctx:
+        trainer = _equivalent_trainer(out / "run", batch, steps, rank=ctx.rank, world_size=ctx.world_size)
+        if crash:
+            original = trainer.train_step
+
+            def train_step():
+                if ctx.rank == 1 and trainer.step == 2:
+                    raise RuntimeError("rank 1 crashed on purpose")
+                return original()
+
+            trainer.train_step = train_step
+            trainer.fit()
+            return
+        history = []
+        for _ in range(steps):
+            trainer.train_step()
+            history.append(distributed.all_gather_object(_state(trainer)))
+        if ctx.rank == 0:
+            torch.save(history, out / "history.pt")
+
+
+def test_ddp_two_ranks_stay_identical_and_match_one_process_with_the_global_batch(tmp_path):
+    steps, batch = 3, 8
+    done = _torchrun(__file__, "worker", str(tmp_path), str(batch), str(steps))
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = torch.load(tmp_path / "history.pt", weights_only=True)
+    single = _equivalent_trainer(tmp_path / "single", 2 * batch, steps)
+    start = _state(single)
+    for step, (rank0, rank1) in enumerate(history, 1):
+        for name in rank0:  # bit-identical across ranks: weights and buffers
+            assert torch.equal(rank0[name], rank1[name]), f"{name} differs between ranks after step {step}"
+        single.train_step()
+        reference = _state(single)
+        for name, value in reference.items():
+            assert torch.allclose(rank0[name], value, rtol=1e-4, atol=2e-5), (
+                f"{name} after step {step}: 2 x {batch} differs from 1 x {2 * batch} by "
+                f"{(rank0[name] - value).abs().max():.2e}"
+            )
+    moved = max((reference[k] - start[k]).abs().max().item() for k in reference if reference[k].is_floating_point())
+    assert moved > 1e-3  # the comparison is not between untouched weights
+
+
+def test_ddp_nproc_run_writes_once_and_resumes_bit_identically_under_torchrun(tmp_path):
+    flags = [*TINY_FLAGS, "--batch-size", "8", "--checkpoint-every", "2", "--ema", "0.999", "--quiet"]
+    env = _env()
+    # an uninterrupted 2-process run of 4 steps, and a 2-step one resumed to 4 with torchrun itself
+    straight = run_cli("run", "--nproc", "2", *flags, "--steps", "4", "--out", str(tmp_path / "a"), env=env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = run_cli("run", "--nproc", "2", *flags, "--steps", "2", "--out", str(tmp_path / "b"), env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = _torchrun("-m", "t2i", "run", "--resume", str(tmp_path / "b"), "--steps", "4", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming at step 2" in resumed.stderr and "x 2 processes (gloo)" in resumed.stderr
+
+    for run in (tmp_path / "a", tmp_path / "b"):
+        # one writer: one metrics line per logged step, one TensorBoard file per launch, no stray files
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [x["step"] for x in lines] == [2, 4]
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+        assert not [p for p in run.rglob(".*")], "temporary files left behind"
+    assert len(list((tmp_path / "a" / "tensorboard").iterdir())) == 1
+    assert straight.stdout.count("run folder:") == 1 and straight.stderr.count("t2i run into") == 1
+
+    state_a = torch.load(tmp_path / "a" / "checkpoints" / "step_00000004" / "state.pt", weights_only=True)
+    assert state_a["world_size"] == 2 and len(state_a["rank_rng"]) == 2
+    assert not torch.equal(state_a["rank_rng"][0]["torch"], state_a["rank_rng"][1]["torch"])
+    from safetensors.torch import load_file
+
+    for name in ("generator", "discriminator", "generator_ema"):
+        a = load_file(str(tmp_path / "a" / "checkpoints" / "step_00000004" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "b" / "checkpoints" / "step_00000004" / f"{name}.safetensors"))
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k} differs after a 2-process resume"
+
+    one = run_cli("run", "--resume", str(tmp_path / "b"), "--steps", "6", env=env)  # one process
+    assert one.returncode == 2 and "trained on 2 process(es)" in one.stderr
+
+
+def test_ddp_a_crashed_rank_ends_the_job_with_a_message(tmp_path):
+    start = time.monotonic()
+    done = _torchrun(__file__, "worker", str(tmp_path), "8", "6", "crash", timeout=240)
+    assert done.returncode != 0
+    assert time.monotonic() - start < 200  # no hang until the collective timeout of a stuck job
+    assert "rank 1 crashed on purpose" in done.stderr
+
+
+# -- without torchrun -----------------------------------------------------------------------------------
+
+
+def test_ddp_world_size_without_a_process_group_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="torchrun"):
+        Trainer(tiny_config(), tmp_path / "run", quiet=True, tensorboard=False, rank=0, world_size=2)
+
+
+def test_ddp_sync_bn_keeps_each_layer_and_is_refused_on_cpu():
+    from t2i_dcgan.models import DCGANGenerator, DCGANGeneratorConfig
+
+    torch.manual_seed(0)
+    g = DCGANGenerator(DCGANGeneratorConfig(ngf=8, conditioning="concat"), resolution=32, text_dim=16)
+    z, text = torch.randn(4, g.z_dim), torch.randn(4, 16)
+    before = g(z, text)
+    bns = [m for m in g.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    params = [id(p) for p in g.parameters()]
+    assert distributed.convert_sync_batchnorm(g) == len(bns) > 0
+    assert all(isinstance(m, torch.nn.SyncBatchNorm) for m in bns)
+    assert [id(p) for p in g.parameters()] == params  # optimisers built before stay valid
+    assert torch.allclose(g(z, text), before, atol=1e-6)  # one process: plain batch norm underneath
+    with pytest.raises(UsageError, match="CUDA"):
+        distributed.check_sync_bn(torch.device("cpu"), 2)
+
+
+def test_ddp_nproc_zero_is_a_usage_error(tmp_path):
+    from t2i.cli import main
+
+    assert main(["run", *TINY_FLAGS, "--steps", "1", "--out", str(tmp_path / "r"), "--nproc", "0"]) == 2
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
+    _worker(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), crash=sys.argv[5:6] == ["crash"])
