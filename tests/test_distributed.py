@@ -144,6 +144,24 @@ def test_ddp_nproc_run_writes_once_and_resumes_bit_identically_under_torchrun(tm
     assert one.returncode == 2 and "trained on 2 process(es)" in one.stderr
 
 
+def test_ddp_study_runs_each_trial_as_a_distributed_job(tmp_path):
+    study = tmp_path / "study.toml"
+    study.write_text(
+        'name = "ddp"\nmetrics = []\n[base]\n"data.resolution" = 16\n"generator.options.ngf" = 8\n'
+        '"discriminator.options.ndf" = 8\n"text_encoder.options.dim" = 16\n'
+        'train = { batch_size = 8, log_every = 1, sample_every = 0, checkpoint_every = 0, device = "cpu" }\n'
+        '[budget]\nsteps = 2\n'
+    )
+    result = run_cli("study", "run", str(study), "--out", str(tmp_path / "out"), "--nproc", "2", "-q", env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "out" / "runs" / "base-seed0"
+    state = json.loads((run / "trial.json").read_text())
+    assert state["status"] == "finished" and state["step"] == 2
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]  # one writer
+    assert (tmp_path / "out" / "runs" / "base-seed0.log").is_file()
+    assert torch.load(run / "checkpoints" / "step_00000002" / "state.pt", weights_only=True)["world_size"] == 2
+
+
 def test_ddp_a_crashed_rank_ends_the_job_with_a_message(tmp_path):
     start = time.monotonic()
     done = _torchrun(__file__, "worker", str(tmp_path), "8", "6", "crash", timeout=240)

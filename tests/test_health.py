@@ -106,6 +106,15 @@ def test_chaotic_generator_loss_without_trend_but_not_a_noisy_trend():
     assert "g_chaotic" not in codes(diagnose(trending))
 
 
+def test_one_stretch_of_chaos_is_one_verdict_even_when_a_window_misses():
+    jumps = [3.0, 0.5, 2.5, 0.8, 3.2, 0.4, 2.9, 1.0, 3.1, 0.6, 2.7]
+    series = jumps + [1.6 + 0.1 * i for i in range(7)] + jumps  # a calm spell shorter than the window
+    recs = records(len(series), d__adv=1.0, d__total=lambda i: 1.0 + 0.1 * (i % 3), g__adv=lambda i: series[i],
+                   g__total=lambda i: series[i])
+    (v,) = [v for v in diagnose(recs) if v.code == "g_chaotic"]  # overlapping windows: not one verdict each
+    assert (v.first_step, v.last_step) == (1, len(series))
+
+
 def test_non_finite_values_name_the_network_and_the_term():
     recs = healthy(3) + [{"step": 4, "d/total": 1.0, "g/total": None, "g/feature_matching": float("nan"), "lr/g": 1e-4}]
     (v,) = [v for v in diagnose(recs) if v.code == "non_finite"]

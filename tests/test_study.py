@@ -304,7 +304,8 @@ def test_the_seed_log_study_runs_with_tiny_settings(tmp_path):
         "data.options.test_size": 16, "eval.metrics": [],
     })
     assert [t.label.split(" (")[0] for t in spec.trials] == [
-        "Model 1", "Model 2a", "Model 2b", "Model 3", "Model 4", "Model 5a", "Model 5b", "Model 5c", "Model 5d"]
+        "Model 1", "Model 2a", "Model 2b", "Model 3", "Model 4", "Model 5a", "Model 5b", "Model 5c", "Model 5d",
+        "t2i default recipe"]
     outcome = run_study(spec, tmp_path / "seed-log", log=lambda line: None)
     assert {s["status"] for s in outcome.records.values()} == {"finished"}, outcome.records
     m2a = t2i.config.load_toml(tmp_path / "seed-log" / "runs" / spec.runs[1].name / "config.toml")

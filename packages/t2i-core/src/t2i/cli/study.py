@@ -34,6 +34,7 @@ def run_cmd(
     file: Annotated[Path, typer.Argument(help="study TOML file (see examples/studies/)")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="study folder (default: studies/<name>); re-running into it resumes")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="runs at a time, each in its own process")] = 1,
+    nproc: Annotated[int, typer.Option("--nproc", help="processes per run: each run a distributed job (torchrun, Gloo on CPU / NCCL on GPUs)")] = 1,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="config key for every run, applied last: section.key=value")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the runs, train nothing")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar per run")] = False,
@@ -51,7 +52,7 @@ def run_cmd(
         return
     if folder.exists() and not (folder / "plan.json").exists() and any(folder.iterdir()):
         raise UsageError(f"{folder} exists and is not a study folder; choose another --out")
-    outcome = run_study(spec, folder, jobs=jobs, quiet=quiet, overrides=overrides)
+    outcome = run_study(spec, folder, jobs=jobs, nproc=nproc, quiet=quiet, overrides=overrides)
     failed = {n: s for n, s in outcome.records.items() if s.get("status") not in ("finished",)}
     print(f"study folder: {outcome.folder}")
     if outcome.interrupted:

@@ -291,11 +291,14 @@ class HealthMonitor:
     def _raise(self, code: str, severity: str, step: int, message: str, evidence: dict[str, Any],
                *, key: str = "", first_step: int | None = None, stream: str = "train") -> Verdict:
         """Open a verdict, or extend the one of the same ``(code, key)`` if it held at the previous record of
-        its ``stream`` (``"train"`` records or ``"eval"`` evaluations)."""
+        its ``stream`` (``"train"`` records or ``"eval"`` evaluations) or if the evidence window of this one
+        (from ``first_step``) overlaps it: one stretch of trouble is one verdict, not one per window."""
         steps = self._eval_steps if stream == "eval" else self._train_steps
         previous = max((s for s in steps if s < step), default=None)
         open_one = self._open.get((code, key))
-        if open_one is not None and open_one.last_step in (step, previous) and open_one.severity == severity:
+        continues = open_one is not None and (
+            open_one.last_step in (step, previous) or (first_step is not None and first_step <= open_one.last_step))
+        if continues and open_one.severity == severity:
             open_one.last_step, open_one.message, open_one.evidence = step, message, evidence
             verdict = open_one
         else:

@@ -74,24 +74,31 @@ def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = Tru
 
     Never raises for a failing run: an exception becomes ``status = "crashed"`` with its message (the
     traceback goes to ``error.txt``). Returns the trial record."""
+    from ..engine import distributed
     from ..engine.trainer import Trainer
     from ..runs import configure, resume_config
 
     config_path, run_dir = Path(config_path), Path(run_dir)
     started = time.time()
     resumed_from = None
+    rank = 0
     record: dict[str, Any]
     try:
         raw = load_toml(config_path)
         ckpt = latest_checkpoint(run_dir / "checkpoints")
         if ckpt is not None:
             resumed_from = int(ckpt.name.split("_")[-1])
-            trainer = Trainer(resume_config(run_dir, raw), run_dir, resume=True, quiet=quiet)
+            cfg = resume_config(run_dir, raw)
         else:
-            if run_dir.exists():  # started but never checkpointed: start again from nothing
+            cfg = configure(None, raw)
+        # under torchrun (t2i study run --nproc N) every process trains its share; rank 0 writes
+        with distributed.session(cfg.train.device) as ctx:
+            rank = ctx.rank
+            if ckpt is None and run_dir.exists() and rank == 0:  # started but never checkpointed: start again
                 shutil.rmtree(run_dir)
-            trainer = Trainer(configure(None, raw), run_dir, quiet=quiet)
-        result = trainer.fit()
+            distributed.barrier() if ctx.world_size > 1 else None
+            trainer = Trainer(cfg, run_dir, resume=ckpt is not None, quiet=quiet, rank=ctx.rank, world_size=ctx.world_size)
+            result = trainer.fit()
         record = {
             "status": result.status,
             "message": result.message,
@@ -112,21 +119,24 @@ def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = Tru
     record["resumed_from"] = resumed_from
     record["wall_s"] = time.time() - started
     record["command"] = f"t2i run --config {config_path} --out {run_dir}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "trial.json", record)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "trial.json", record)
     return record
 
 
-def _run_in_worker(config_path: Path, run_dir: Path, threads: int | None) -> dict[str, Any]:
-    """Run one trial in ``python -m t2i.study.worker``; its output goes to ``runs/<run>.log``."""
+def _run_in_worker(config_path: Path, run_dir: Path, threads: int | None, nproc: int = 1) -> dict[str, Any]:
+    """Run one trial in ``python -m t2i.study.worker`` (under ``torchrun --standalone`` with ``nproc`` > 1:
+    a distributed job of its own); its output goes to ``runs/<run>.log``."""
     env = dict(os.environ)
     if threads and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(threads)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "trial.json").unlink(missing_ok=True)  # a stale record of an earlier attempt
     log = run_dir.parent / f"{run_dir.name}.log"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
     with open(log, "w") as out:
-        proc = subprocess.run([sys.executable, "-m", "t2i.study.worker", str(config_path), str(run_dir)],
+        proc = subprocess.run([*launcher, "-m", "t2i.study.worker", str(config_path), str(run_dir)],
                               stdout=out, stderr=subprocess.STDOUT, env=env)
     state = trial_state(run_dir)
     if state is None:  # the worker died before it could record anything (killed, out of memory)
@@ -183,14 +193,20 @@ def run_study(
     folder: str | Path,
     *,
     jobs: int = 1,
+    nproc: int = 1,
     quiet: bool = True,
     overrides: dict[str, Any] | None = None,
     report: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> StudyOutcome:
-    """Run (or continue) every planned run of ``spec`` in ``folder``, then write the report."""
+    """Run (or continue) every planned run of ``spec`` in ``folder``, then write the report.
+
+    ``jobs``: runs at a time, each in its own process; ``nproc`` > 1: each run is a distributed job of
+    ``nproc`` processes (torchrun, as ``t2i run --nproc``)."""
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    if nproc < 1:
+        raise UsageError(f"--nproc must be >= 1, got {nproc}")
     folder = Path(folder)
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     check_unchanged(spec, folder)
@@ -215,7 +231,7 @@ def run_study(
         extra = f" ({state['message']})" if state.get("message") else ""
         return f"{run.trial.label} seed {run.seed}: {state['status']}{took}{extra}" + (f"; health: {', '.join(codes)}" if codes else "")
 
-    if jobs == 1:
+    if jobs == 1 and nproc == 1:
         for run in todo:
             say(f"[{len(records) + 1}/{total}] {run.trial.label} seed {run.seed} -> runs/{run.name}")
             state = run_trial(folder / "configs" / f"{run.name}.toml", folder / "runs" / run.name, quiet=quiet)
@@ -225,10 +241,11 @@ def run_study(
                 interrupted = True
                 break
     elif todo:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        say(f"study {spec.name}: {len(todo)} runs, {jobs} at a time")
+        threads = max(1, (os.cpu_count() or 1) // (jobs * nproc))
+        say(f"study {spec.name}: {len(todo)} runs, {jobs} at a time" + (f", {nproc} processes each" if nproc > 1 else ""))
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(_run_in_worker, folder / "configs" / f"{r.name}.toml", folder / "runs" / r.name, threads): r
+            futures = {pool.submit(_run_in_worker, folder / "configs" / f"{r.name}.toml", folder / "runs" / r.name,
+                                   threads, nproc): r
                        for r in todo}
             try:
                 for future, run in futures.items():
