@@ -147,18 +147,19 @@ def test_ddp_nproc_run_writes_once_and_resumes_bit_identically_under_torchrun(tm
 def test_ddp_study_runs_each_trial_as_a_distributed_job(tmp_path):
     study = tmp_path / "study.toml"
     study.write_text(
-        'name = "ddp"\nmetrics = []\n[base]\n"data.resolution" = 16\n"generator.options.ngf" = 8\n'
+        'name = "ddp"\nmetrics = []\n[base]\n"data.resolution" = 32\n"generator.options.ngf" = 8\n'
+        '"data.options" = { train_size = 64, test_size = 32 }\n'
         '"discriminator.options.ndf" = 8\n"text_encoder.options.dim" = 16\n'
         'train = { batch_size = 8, log_every = 1, sample_every = 0, checkpoint_every = 0, device = "cpu" }\n'
-        '[budget]\nsteps = 2\n'
+        '[budget]\nsteps = 2\n[[variants]]\nname = "two processes"\n'
     )
     result = run_cli("study", "run", str(study), "--out", str(tmp_path / "out"), "--nproc", "2", "-q", env=_env())
     assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "out" / "runs" / "base-seed0"
+    run = tmp_path / "out" / "runs" / "two-processes-seed0"
     state = json.loads((run / "trial.json").read_text())
     assert state["status"] == "finished" and state["step"] == 2
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]  # one writer
-    assert (tmp_path / "out" / "runs" / "base-seed0.log").is_file()
+    assert (tmp_path / "out" / "runs" / "two-processes-seed0.log").is_file()
     assert torch.load(run / "checkpoints" / "step_00000002" / "state.pt", weights_only=True)["world_size"] == 2
 
 
