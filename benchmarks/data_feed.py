@@ -20,7 +20,6 @@ Run: ``.venv/bin/python benchmarks/data_feed.py`` (``--help`` for options); on a
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sys

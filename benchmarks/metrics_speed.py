@@ -164,7 +164,7 @@ def main() -> None:
             continue
         results[tool] = (time.perf_counter() - start, value, how)
     base = results.get("t2i")
-    print(f"\n| tool | seconds | time / t2i's | FID | rel. diff vs t2i | how |\n|---|---|---|---|---|---|")
+    print("\n| tool | seconds | time / t2i's | FID | rel. diff vs t2i | how |\n|---|---|---|---|---|---|")
     for tool, (seconds, value, how) in results.items():
         ratio = f"{seconds / base[0]:.2f}x" if base else "-"
         diff = f"{abs(value - base[1]) / max(abs(base[1]), 1e-30):.1e}" if base else "-"

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from data_fixtures import data_config, make_cub, make_folder, save_picture
+from data_fixtures import data_config, make_cub, make_folder
 from t2i.data.augment import BatchAugment, _windows_gather, _windows_nchw, load_resolution
 from t2i.data.folder import Folder, FolderConfig
 from t2i.engine.trainer import Trainer

@@ -22,7 +22,7 @@ import torch
 
 from .errors import UsageError
 
-__all__ = ["WeightsNotFound", "resolve_weights", "hub_checkpoints_dir", "file_sha256", "offline"]
+__all__ = ["WeightsNotFound", "resolve_weights", "hub_checkpoints_dir", "file_sha256", "module_sha256", "offline"]
 
 ENV_WEIGHTS_DIR = "T2I_WEIGHTS_DIR"
 ENV_OFFLINE = "T2I_OFFLINE"
@@ -115,3 +115,14 @@ def file_sha256(path: str | os.PathLike) -> str:
                 digest.update(block)
         _HASHES[key] = digest.hexdigest()
     return _HASHES[key]
+
+
+def module_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's weights (name, dtype, shape and bytes of each tensor, in name order), not of a file:
+    trained evaluators record it so a figure names the exact network that produced it."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()

@@ -165,7 +165,7 @@ def prepare(
             table.add_row(split, str(r), str(len(data)), "0", "none", escape(str(data.info.get("cache", "(in memory)"))))
     out.print(table)
     if isinstance(dataset, StackGANLayout):
-        from ..text.cache import default_cache_dir
+        from ..paths import default_cache_dir
 
         cache_dir = Path(dataset.cfg.cache_dir) if dataset.cfg.cache_dir else default_cache_dir()
         target = cache_dir / "embeddings" / f"{name}-char-CNN-RNN.npz"

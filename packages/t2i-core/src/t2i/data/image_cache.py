@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..text.cache import default_cache_dir
+from ..paths import default_cache_dir
 from .source import Item, Problems
 
 __all__ = ["FORMAT", "CachedImages", "cached_images", "cache_paths", "decode_image", "crop_region", "BadImage"]

@@ -47,6 +47,8 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from ..interfaces import Dataset
+from ..paths import default_cache_dir
+from ..weights import module_sha256
 
 __all__ = [
     "VERSION", "INPUT_SIZE", "VAL_SIZE", "EvaluatorRecipe", "Evaluator", "tokenize", "build_vocabulary",
@@ -303,26 +305,11 @@ def train_evaluator(
                                 val_size=n, val_negatives=min(99, n - 1))
                 except UsageError as exc:  # too few distinct captions in the test split to validate
                     info["validation"] = f"skipped: {exc}"
-    model.info = {**info, "sha256": weights_sha256(model)}
+    model.info = {**info, "sha256": module_sha256(model)}
     return model
 
 
-def weights_sha256(model: nn.Module) -> str:
-    """sha256 of the weights (name, dtype, shape and bytes of each tensor, in name order), not of the file."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
 # -- files -------------------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    """``$T2I_CACHE_DIR``, else ``~/.cache/t2i``."""
-    return Path(os.environ.get("T2I_CACHE_DIR") or Path.home() / ".cache" / "t2i")
-
-
 def default_evaluator_path(data_name: str, resolution: int, cache_dir: str | os.PathLike | None = None) -> Path:
     """``<cache>/evaluators/evaluator-<data>-<R>px-v<VERSION>.safetensors``."""
     root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -374,7 +361,7 @@ def load_evaluator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"evaluator file {path} cannot be used ({first}); train it again with t2i evaluator train") from None
     model.to(device).eval()
-    model.info = {**info, "file": str(path), "sha256": weights_sha256(model)}
+    model.info = {**info, "file": str(path), "sha256": module_sha256(model)}
     return model
 
 

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages
+from ..paths import default_cache_dir
 from .features import FeatureExtractor
 from .frechet import RunningStats
 
@@ -136,13 +137,9 @@ def extract_all(extractor: FeatureExtractor, images: ImageSet, batch_size: int) 
     return {name: torch.cat(v) if v else torch.empty(0, extractor.dims[name]) for name, v in parts.items()}
 
 
-def _default_cache_dir() -> Path:
-    return Path(os.environ.get("T2I_CACHE_DIR") or Path.home() / ".cache" / "t2i")
-
-
 def _cache_path(key: dict[str, Any], extractor_name: str, cache_dir: str | os.PathLike | None) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    root = Path(cache_dir) if cache_dir else _default_cache_dir()
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
     return root / "metrics" / f"{extractor_name}-{digest[:32]}.npz"
 
 

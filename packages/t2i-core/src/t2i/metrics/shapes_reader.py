@@ -64,6 +64,8 @@ from ..data.shapes import (
     render,
 )
 from ..errors import UsageError
+from ..paths import default_cache_dir
+from ..weights import module_sha256
 
 __all__ = [
     "VERSION",
@@ -78,8 +80,6 @@ __all__ = [
     "fit_reader",
     "load_reader",
     "reader_path",
-    "default_cache_dir",
-    "weights_sha256",
 ]
 
 VERSION = 1  # bump when the code changes what a recipe trains: it keys the cache file
@@ -294,7 +294,7 @@ def fit_reader(recipe: ReaderRecipe, *, device: str | torch.device = "cpu") -> S
         "val_accuracy_augmented": augmented,
         "val_size": VAL_SIZE,
         "train_seconds": round(train_seconds, 1),
-        "sha256": weights_sha256(reader),
+        "sha256": module_sha256(reader),
     }
     return reader
 
@@ -331,22 +331,7 @@ def _accuracy(predicted: dict[str, Tensor], truth: dict[str, Tensor]) -> dict[st
     return {name: round((predicted[name] == truth[name]).double().mean().item(), 4) for name in ATTRIBUTES}
 
 
-def weights_sha256(reader: nn.Module) -> str:
-    """sha256 of the weights (name, dtype, shape and bytes of each tensor, in name order), not of the file."""
-    h = hashlib.sha256()
-    for name, t in sorted(reader.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
 # -- the cache ---------------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    """``$T2I_CACHE_DIR``, else ``~/.cache/t2i``."""
-    return Path(os.environ.get("T2I_CACHE_DIR") or Path.home() / ".cache" / "t2i")
-
-
 def reader_path(resolution: int, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the default reader of ``resolution`` is (or will be) saved."""
     digest = ReaderRecipe(resolution=_check_resolution(resolution)).digest()
@@ -408,5 +393,5 @@ def _read(path: Path, resolution: int) -> ShapesReader | None:
     except Exception:  # truncated, garbled or foreign: whatever safetensors, json or torch raise, train again
         return None
     reader.eval()
-    reader.info = {**info, "sha256": weights_sha256(reader)}
+    reader.info = {**info, "sha256": module_sha256(reader)}
     return reader

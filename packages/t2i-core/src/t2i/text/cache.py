@@ -22,15 +22,11 @@ import torch
 from torch import Tensor
 
 from ..interfaces import TextEncoder
+from ..paths import default_cache_dir
 
-__all__ = ["cached_embeddings", "embeddings_path", "encoder_fingerprint", "default_cache_dir"]
+__all__ = ["cached_embeddings", "embeddings_path", "encoder_fingerprint"]
 
 _FORMAT = "t2i-embeddings-v1"
-
-
-def default_cache_dir() -> Path:
-    """``$T2I_CACHE_DIR``, else ``~/.cache/t2i``."""
-    return Path(os.environ.get("T2I_CACHE_DIR") or Path.home() / ".cache" / "t2i")
 
 
 def encoder_fingerprint(encoder: TextEncoder) -> str:
