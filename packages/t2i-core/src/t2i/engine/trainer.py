@@ -197,6 +197,7 @@ class Trainer:
         self.position = 0  # batches consumed in the current epoch
         self.elapsed = 0.0
         self._perm: torch.Tensor | None = None
+        self._batch_captions: list[str] | None = None  # the batch's caption strings, for terms that need them
         self._stop_signal: str | None = None
         self._time_up = False
         self.t_eval_every = cfg.eval.every
@@ -288,8 +289,8 @@ class Trainer:
             real_out = self.D_step(real_seen, text, mismatched)
             fake_out = self.D_step(fake_seen, text)
         self.augment.observe(real_out.logits)
-        out = StepOutputs(real_out, fake_out, real, fake, text, self.parts.adversarial, self.D, self.G, self.step)
-        out.captions = getattr(self, "_batch_captions", None)
+        out = StepOutputs(real_out, fake_out, real, fake, text, self.parts.adversarial, self.D, self.G, self.step,
+                          self._batch_captions)
         losses = {"adv": self.parts.adversarial.d_loss(out)}
         total = losses["adv"]
         for name, weight, term in self.parts.terms:
@@ -317,8 +318,8 @@ class Trainer:
                 if "real_in_g_step" in self.needs:
                     with torch.no_grad():
                         real_out = self.D_frozen(real_seen, text)
-            out = StepOutputs(real_out, fake_out, real, fake, text, self.parts.adversarial, self.D, self.G, self.step)
-            out.captions = getattr(self, "_batch_captions", None)
+            out = StepOutputs(real_out, fake_out, real, fake, text, self.parts.adversarial, self.D, self.G, self.step,
+                              self._batch_captions)
             losses = {"adv": self.parts.adversarial.g_loss(out)}
             total = losses["adv"]
             for name, weight, term in self.parts.terms:
