@@ -10,6 +10,7 @@ the mean of the caption's GloVe vectors, the classic baseline.
 
 from __future__ import annotations
 
+import abc
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from ..interfaces import TextEncoder
 from .glove import glove_init
 
-__all__ = ["BagOfWordsConfig", "BagOfWords", "words"]
+__all__ = ["BagOfWordsConfig", "BagOfWords", "VocabularyEncoder", "words"]
 
 PAD, UNK = "<pad>", "<unk>"
 _WORD = re.compile(r"[a-z0-9']+")
@@ -45,7 +46,47 @@ class BagOfWordsConfig:
             raise ValueError("dim, max_words and min_count must be >= 1")
 
 
-class BagOfWords(TextEncoder):
+class VocabularyEncoder(TextEncoder):
+    """A text encoder over a word vocabulary built from the training captions (``bow``, ``gru``).
+
+    Subclasses keep ``cfg.max_words``, ``cfg.min_count`` and ``cfg.glove`` and implement :meth:`_build`,
+    which (re)creates ``self.embedding`` for a vocabulary; index 0 is ``<pad>``, 1 is ``<unk>``.
+    """
+
+    vocab: list[str]
+    index: dict[str, int]
+    embedding: nn.Embedding
+    glove_report: dict[str, Any]
+
+    @abc.abstractmethod
+    def _build(self, vocab: list[str]) -> None:
+        """Make ``vocab``, ``index`` and a fresh ``embedding`` for ``vocab``."""
+
+    def fit(self, captions: Sequence[str]) -> None:
+        counts = Counter(w for c in captions for w in words(c))
+        kept = sorted(w for w, n in counts.items() if n >= self.cfg.min_count)
+        self._build([PAD, UNK, *kept])
+        if self.cfg.glove:
+            self.glove_report = glove_init(self.embedding.weight, self.vocab, self.cfg.glove, skip=(PAD, UNK)).as_dict()
+
+    def tokenize(self, captions: Sequence[str]) -> Tensor:
+        ids = torch.zeros(len(captions), self.cfg.max_words, dtype=torch.long)
+        unk = self.index[UNK]
+        for row, caption in enumerate(captions):
+            toks = [self.index.get(w, unk) for w in words(caption)[: self.cfg.max_words]]
+            if toks:
+                ids[row, : len(toks)] = torch.tensor(toks)
+        return ids
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"vocab": self.vocab, **({"glove": self.glove_report} if self.glove_report else {})}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self._build(list(state["vocab"]))
+        self.glove_report = dict(state.get("glove", {}))
+
+
+class BagOfWords(VocabularyEncoder):
     """Mean of word vectors; vocabulary from :meth:`fit`, unknown words map to ``<unk>``."""
 
     def __init__(self, cfg: BagOfWordsConfig | None = None):
@@ -68,30 +109,7 @@ class BagOfWords(TextEncoder):
             self.embedding.weight[0].zero_()
         self.embedding.weight.requires_grad_(self.trainable)
 
-    def fit(self, captions: Sequence[str]) -> None:
-        counts = Counter(w for c in captions for w in words(c))
-        kept = sorted(w for w, n in counts.items() if n >= self.cfg.min_count)
-        self._build([PAD, UNK, *kept])
-        if self.cfg.glove:
-            self.glove_report = glove_init(self.embedding.weight, self.vocab, self.cfg.glove, skip=(PAD, UNK)).as_dict()
-
-    def tokenize(self, captions: Sequence[str]) -> Tensor:
-        ids = torch.zeros(len(captions), self.cfg.max_words, dtype=torch.long)
-        unk = self.index[UNK]
-        for row, caption in enumerate(captions):
-            toks = [self.index.get(w, unk) for w in words(caption)[: self.cfg.max_words]]
-            if toks:
-                ids[row, : len(toks)] = torch.tensor(toks)
-        return ids
-
     def forward(self, tokens: Tensor) -> Tensor:
         vectors = self.embedding(tokens)  # (B, L, dim), zeros at padding
         counts = (tokens != 0).sum(1, keepdim=True).clamp_min(1)
         return vectors.sum(1) / counts
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, **({"glove": self.glove_report} if self.glove_report else {})}
-
-    def load_extra_state(self, state: Mapping[str, Any]) -> None:
-        self._build(list(state["vocab"]))
-        self.glove_report = dict(state.get("glove", {}))

@@ -15,17 +15,14 @@ the encoder's parameters join the discriminator's optimiser; the generator sees 
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..interfaces import TextEncoder
-from .bow import PAD, UNK, words
-from .glove import glove_init
+from .bow import PAD, UNK, VocabularyEncoder
 
 __all__ = ["GRUConfig", "GRUEncoder"]
 
@@ -48,7 +45,7 @@ class GRUConfig:
             raise ValueError("word_dim, layers, max_words and min_count must be >= 1")
 
 
-class GRUEncoder(TextEncoder):
+class GRUEncoder(VocabularyEncoder):
     """Bi-GRU sentence encoder; vocabulary from :meth:`fit`, unknown words map to ``<unk>``."""
 
     def __init__(self, cfg: GRUConfig | None = None):
@@ -68,31 +65,9 @@ class GRUEncoder(TextEncoder):
         self.gru.requires_grad_(self.trainable)
         self.embedding.weight.requires_grad_(self.trainable and not self.cfg.freeze_words)
 
-    def fit(self, captions: Sequence[str]) -> None:
-        counts = Counter(w for c in captions for w in words(c))
-        self._build([PAD, UNK, *sorted(w for w, n in counts.items() if n >= self.cfg.min_count)])
-        if self.cfg.glove:
-            self.glove_report = glove_init(self.embedding.weight, self.vocab, self.cfg.glove, skip=(PAD, UNK)).as_dict()
-
-    def tokenize(self, captions: Sequence[str]) -> Tensor:
-        ids = torch.zeros(len(captions), self.cfg.max_words, dtype=torch.long)
-        unk = self.index[UNK]
-        for row, caption in enumerate(captions):
-            toks = [self.index.get(w, unk) for w in words(caption)[: self.cfg.max_words]]
-            if toks:
-                ids[row, : len(toks)] = torch.tensor(toks)
-        return ids
-
     def forward(self, tokens: Tensor) -> Tensor:
         lengths = (tokens != 0).sum(1).clamp_min(1).cpu()  # words are left-aligned; an empty caption reads one <pad>
         vectors = self.embedding(tokens)
         packed = pack_padded_sequence(vectors, lengths, batch_first=True, enforce_sorted=False)
         _, hidden = self.gru(packed)  # (layers * 2, B, dim / 2)
         return torch.cat([hidden[-2], hidden[-1]], dim=1)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, **({"glove": self.glove_report} if self.glove_report else {})}
-
-    def load_extra_state(self, state: Mapping[str, Any]) -> None:
-        self._build(list(state["vocab"]))
-        self.glove_report = dict(state.get("glove", {}))
