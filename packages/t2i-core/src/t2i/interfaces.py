@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .errors import UsageError
+
 __all__ = [
     "TrainingHooks",
     "TextEncoder",
@@ -27,6 +29,8 @@ __all__ = [
     "LossTerm",
     "AdversarialLoss",
     "StepOutputs",
+    "NEEDS",
+    "check_needs",
     "Metric",
     "Dataset",
     "CaptionedImages",
@@ -163,6 +167,27 @@ class Discriminator(nn.Module, TrainingHooks, abc.ABC):
 # Losses
 
 
+# What a loss or term may ask the engine to compute, by name (``LossTerm.needs``). One vocabulary for the
+# engine, the kit and the docs; a component that declares a word not listed here is refused when built.
+NEEDS: dict[str, str] = {
+    "mismatched": "D also scores the real images against the batch's captions rolled by one",
+    "real_in_g_step": "D runs on the real images during the G step too (e.g. feature matching)",
+    "real_grad": "the real images require grad, for gradient penalties (R1, MA-GP, WGAN-GP)",
+    "features": "the discriminator must provide intermediate features (DiscOutput.features)",
+    "captions": "the caption strings of the batch in StepOutputs.captions (e.g. a CLIP text-image term)",
+}
+
+
+def check_needs(component: Any, noun: str, name: str) -> frozenset[str]:
+    """``component.needs``, checked against :data:`NEEDS`; an unknown word is a one-line UsageError."""
+    needs = frozenset(getattr(component, "needs", frozenset()))
+    unknown = sorted(needs - NEEDS.keys())
+    if unknown:
+        raise UsageError(f"{noun} '{name}' declares unknown needs {', '.join(map(repr, unknown))}; "
+                         f"the engine provides: {', '.join(NEEDS)}")
+    return needs
+
+
 @dataclass
 class StepOutputs:
     """Everything a loss term may look at in one D or G step.
@@ -190,11 +215,8 @@ class StepOutputs:
 class LossTerm(nn.Module, TrainingHooks):
     """A weighted contribution to the D loss, the G loss, or both. Return ``None`` where it does not apply.
 
-    ``needs`` tells the engine what to compute for this term: ``"mismatched"`` (D scores real images
-    against rolled captions), ``"real_in_g_step"`` (D runs on real images during the G step, e.g. for
-    feature matching), ``"real_grad"`` (real images require grad, for gradient penalties),
-    ``"features"`` (the discriminator must provide intermediate features), ``"captions"`` (the caption
-    strings of the batch in :attr:`StepOutputs.captions`, e.g. for a CLIP text-image term). ``generator`` in
+    ``needs`` tells the engine what to compute for this term; the words are those of :data:`NEEDS`, and
+    an unknown word is refused when the term is built. ``generator`` in
     :class:`StepOutputs` gives access to auxiliary outputs a generator keeps (e.g. conditioning
     augmentation's mean and log-variance for its KL term). Factories are called as ``factory(cfg)``.
     """

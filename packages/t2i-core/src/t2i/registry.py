@@ -6,14 +6,15 @@ nothing here knows about any particular component.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError, DuplicateComponentError, UnknownComponentError
-from .options import build_config, describe_fields
+from .errors import ConfigError, DuplicateComponentError, UnknownComponentError, UsageError
+from .options import build_config, config_to_dict, describe_fields
 
 __all__ = ["Entry", "Registry", "KINDS"]
 
@@ -135,6 +136,17 @@ class Registry:
         else:
             cfg = self.make_config(name, options)
         return entry.factory(**context) if cfg is None else entry.factory(cfg, **context)
+
+    def build(self, name: str, options: Mapping[str, Any] | None = None, **context: Any) -> tuple[Any, dict[str, Any]]:
+        """Build ``name`` for a run: return it with its complete options (defaults filled in, for the saved
+        config). A component that refuses its settings (``ValueError``/``TypeError`` from its config or
+        constructor) becomes a one-line :class:`UsageError` naming it; unknown options stay ConfigErrors."""
+        cfg = self.make_config(name, options)
+        try:
+            obj = self.get(name).factory(**context) if cfg is None else self.get(name).factory(cfg, **context)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{self.noun} '{name}' cannot be built with these settings: {exc}") from None
+        return obj, (config_to_dict(cfg) if cfg is not None and dataclasses.is_dataclass(cfg) else {})
 
     def describe(self, name: str) -> dict[str, Any]:
         """Name, owner, help and the config fields (name, type, default, help) of ``name``."""

@@ -21,7 +21,7 @@ from .config import ExperimentConfig, load_toml, merge, resolve
 from .engine.checkpoint import latest_checkpoint, load_checkpoint
 from .engine.components import build_generator, build_text_encoder
 from .engine.grid import image_grid
-from .engine.optim import pick_device
+from .device import pick_device
 from .engine.trainer import RunResult, Trainer
 from .errors import UsageError
 from .interfaces import Generator, TextEncoder

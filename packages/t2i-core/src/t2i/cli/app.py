@@ -136,7 +136,7 @@ def run(
         cfg = runs.configure(config, raw)
     if nproc is not None and nproc != 1:  # validated above; the workers get the same arguments and one folder
         if cfg.train.sync_bn:  # refused here, not once per worker behind torchrun's report
-            from ..engine.optim import pick_device
+            from ..device import pick_device
 
             distributed.check_sync_bn(pick_device(cfg.train.device), nproc)
         args = _arguments_again(ctx, skip={"nproc", "out_dir"})

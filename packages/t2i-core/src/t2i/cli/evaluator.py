@@ -38,7 +38,7 @@ def train(
 
     Reuses the file when it already holds an evaluator for the same data, resolution and recipe.
     """
-    from ..engine.optim import pick_device
+    from ..device import pick_device
     from ..metrics.evaluator import EvaluatorRecipe, ensure_evaluator
     from ..plugins import registry
 

@@ -1,4 +1,4 @@
-"""Optimisers, learning-rate schedules, mixed precision and device choice, from :class:`TrainConfig`."""
+"""Optimisers, learning-rate schedules and mixed precision, from :class:`TrainConfig`."""
 
 from __future__ import annotations
 
@@ -11,26 +11,7 @@ import torch
 from ..config import TrainConfig
 from ..errors import ConfigError
 
-__all__ = ["pick_device", "make_optimizer", "make_scheduler", "Precision"]
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else mps, else cpu. An unavailable explicit device is a user error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device: unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("train.device: mps was asked for but is not available; use --device cpu or auto")
-    return device
+__all__ = ["make_optimizer", "make_scheduler", "Precision"]
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, cfg: TrainConfig) -> torch.optim.Adam:

@@ -29,6 +29,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import __version__
 from ..config import ExperimentConfig, save_toml
+from ..data.splits import load_split
+from ..device import pick_device
+from ..metrics.keys import evaluation_table
 from ..errors import UsageError
 from ..augment import DiffAugment
 from ..interfaces import CaptionedImages, StepOutputs, TextEncoder
@@ -38,7 +41,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .components import Components, build_components
 from .evaluate import build_metrics, evaluate
 from .grid import caption_grid
-from .optim import Precision, make_optimizer, make_scheduler, pick_device, steps_for_epochs
+from .optim import Precision, make_optimizer, make_scheduler, steps_for_epochs
 from .health import HealthMonitor, read_records, verdict_lines
 from .progress import Progress
 from .writer import RunWriter
@@ -122,7 +125,7 @@ class Trainer:
         self.resolved = dataclasses.replace(
             self.parts.resolved, eval=dataclasses.replace(cfg.eval, options={n: o for n, _, o in self.metrics if o})
         )
-        self.reference = _load_split(self.parts.dataset, cfg.eval.split, cfg.data.resolution) if self.metrics else None
+        self.reference = load_split(self.parts.dataset, cfg.eval.split, cfg.data.resolution) if self.metrics else None
         self.train_data: CaptionedImages = self._train_split
         self.needs = self.parts.needs
 
@@ -219,7 +222,7 @@ class Trainer:
 
         d = self.cfg.data
         self.data_augment = BatchAugment(d.resolution, random_crop=d.random_crop, flip=d.flip, jitter=d.jitter, dataset=dataset)
-        self._train_split = _load_split(dataset, d.train_split, self.data_augment.load_resolution)
+        self._train_split = load_split(dataset, d.train_split, self.data_augment.load_resolution)
         encoder.fit(self._train_split.captions)
 
     def _total_steps(self) -> int | None:
@@ -234,7 +237,7 @@ class Trainer:
         if self.reference is not None and self.cfg.data.sample_split == self.cfg.eval.split:
             split = self.reference
         else:
-            split = _load_split(self.parts.dataset, self.cfg.data.sample_split, self.cfg.data.resolution)
+            split = load_split(self.parts.dataset, self.cfg.data.sample_split, self.cfg.data.resolution)
         n = len(split)
         picks = [int(i * n / SAMPLE_ROWS) for i in range(min(SAMPLE_ROWS, n))]
         captions = [split.captions_of(i)[0] for i in picks]
@@ -687,42 +690,9 @@ class Trainer:
         return self.health.verdicts
 
 
-_SUBSETS = ("seen", "unseen", "real")  # metric keys ending in these are columns of their base key
-
-
-def evaluation_table(values: dict[str, float]) -> list[str]:
-    """Markdown rows: one per metric key, with ``/seen``, ``/unseen`` and ``/real`` (the ceiling) as columns."""
-    rows: dict[str, dict[str, float]] = {}
-    for key, value in values.items():
-        base, _, last = key.rpartition("/")
-        if base and last in _SUBSETS:
-            rows.setdefault(base, {})[last] = value
-        else:
-            rows.setdefault(key, {})["all"] = value
-    columns = [c for c in ("all", *_SUBSETS) if any(c in r for r in rows.values())]
-    header = {"all": "value", "seen": "seen combinations", "unseen": "held-out combinations", "real": "real images (ceiling)"}
-    out = ["| metric | " + " | ".join(header[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for key, row in rows.items():
-        out.append(f"| {key} | " + " | ".join(f"{row[c]:.3f}" if c in row else "" for c in columns) + " |")
-    return out
-
-
 def count_parameters(module: torch.nn.Module) -> int:
     """Number of scalars in ``module``'s parameters (spectral norm's ``original`` counted once)."""
     return sum(p.numel() for p in module.parameters())
-
-
-def _load_split(dataset: Any, split: str, resolution: int) -> CaptionedImages:
-    """``split`` at ``resolution``, checked: a non-empty split of uint8 ``(N, R, R, 3)`` images."""
-    if split not in dataset.splits:
-        raise UsageError(f"data set has no split '{split}'; splits: {', '.join(dataset.splits)}")
-    data = dataset.load(split, resolution)
-    if len(data) == 0:
-        raise UsageError(f"the {split} split of {dataset.describe()} has no images")
-    if tuple(data.images.shape[1:]) != (resolution, resolution, 3) or data.images.dtype != torch.uint8:
-        raise UsageError(f"{dataset.describe()} returned {split} images {data.images.dtype} {tuple(data.images.shape)}, "
-                         f"expected uint8 (N, {resolution}, {resolution}, 3)")
-    return data
 
 
 def _ckpt_step(path: Path) -> int:

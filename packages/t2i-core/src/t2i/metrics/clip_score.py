@@ -71,7 +71,7 @@ def encode_in_batches(clip: ClipBundle, images: Tensor | None, captions: list[st
 
 def load_clip_for_metric(model: str, pretrained: str, weights: str, device: str) -> ClipBundle:
     """:func:`t2i.clip.load_clip` with a metric's options ('' means unset)."""
-    from ..engine.optim import pick_device
+    from ..device import pick_device
 
     return load_clip(model, weights=weights or None, pretrained=pretrained or None, device=pick_device(device))
 

@@ -132,7 +132,7 @@ def _share_extractors(built: list[tuple[str, Any, dict[str, Any]]]) -> None:
     for (weights, device, batch_size), members in groups.items():
         if len(members) < 2:
             continue
-        from ..engine.optim import pick_device
+        from ..device import pick_device
         from .features import make_extractor
 
         features = tuple(sorted({f for m in members for f in m.features}))

@@ -119,7 +119,7 @@ class InceptionMetric(Metric):
     def extractor(self) -> FeatureExtractor:
         """The Inception network, built on first use (weights resolved then: a missing file is a UsageError)."""
         if self._extractor is None:
-            from ..engine.optim import pick_device
+            from ..device import pick_device
 
             device = pick_device(self.cfg.device)
             self._extractor = make_extractor(

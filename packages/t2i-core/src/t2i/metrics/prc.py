@@ -107,7 +107,7 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3, batch_size: int = 1
 # -- the extractor (shared with fd_dinov2) ----------------------------------------------------------
 def build_extractor(spec: str, weights: str = "", device: str = "auto") -> FeatureExtractor:
     """``inception`` / ``dinov2`` / ``timm:<model>`` with weights and device; unknown names -> UsageError."""
-    from ..engine.optim import pick_device
+    from ..device import pick_device
 
     options: dict[str, Any] = {"device": pick_device(device)}
     if weights:

@@ -256,7 +256,7 @@ class RPrecision(Metric):
 
 
 def _evaluator_for(reference: CaptionedImages, cfg: RPrecisionConfig) -> EncoderPair:
-    from ..engine.optim import pick_device
+    from ..device import pick_device
     from .evaluator import default_evaluator_path, load_evaluator, shapes_evaluator
 
     name, resolution = reference.info.get("name"), reference.resolution
