@@ -31,6 +31,7 @@ __all__ = [
     "StepOutputs",
     "NEEDS",
     "check_needs",
+    "loss_role",
     "Metric",
     "Dataset",
     "CaptionedImages",
@@ -251,6 +252,18 @@ class AdversarialLoss(LossTerm):
 
     def g_loss(self, out: StepOutputs) -> Tensor:
         return self.g_fake(out.fake.logits)
+
+
+def loss_role(factory: Any) -> str | None:
+    """``"adversarial"`` or ``"term"``, read from the class a loss is registered with (an
+    :class:`AdversarialLoss` subclass, or another :class:`LossTerm`); ``None`` for a factory function, whose
+    role is known once it has built its object (``isinstance(obj, AdversarialLoss)``)."""
+    if isinstance(factory, type):
+        if issubclass(factory, AdversarialLoss):
+            return "adversarial"
+        if issubclass(factory, LossTerm):
+            return "term"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
