@@ -8,7 +8,7 @@ MEMBERS := packages/t2i-core $(wildcard plugins/t2i-*) examples/t2i-plugin-examp
 STAMP := $(VENV)/.t2i-installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV)
+
+docs: install
+	$(VENV)/bin/mkdocs serve

@@ -1,6 +1,6 @@
 """Data feed: 64x64 augmented training batches per second from the image cache (target >= 20,000 img/s).
 
-What is timed is the trainer's own ``Trainer._next_batch`` (a real ``Trainer`` is built on a ``folder``
+What is timed is the trainer's own ``DataFeed.next_batch`` (``trainer.feed``) (a real ``Trainer`` is built on a ``folder``
 data set), so the figure includes everything a training step waits for before G and D run: the epoch
 permutation, the random caption per image, gathering rows of the memory-mapped uint8 cache, the copy to
 the device, the random crop and flip (one uint8 gather), the conversion to float in [-1, 1] and the colour
@@ -63,14 +63,14 @@ def make_trainer(name: str, root: str, resolution: int, batch_size: int, device:
 
 
 def time_feed(trainer, warmup: int, batches: int) -> tuple[float, float]:
-    """(images per wall second, images per CPU second) of ``trainer._next_batch``."""
+    """(images per wall second, images per CPU second) of ``trainer.feed.next_batch``."""
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
-        trainer._next_batch()
+        trainer.feed.next_batch()
     sync()
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
-        real, _ = trainer._next_batch()
+        real, _ = trainer.feed.next_batch()
     sync()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     n = batches * trainer.t.batch_size

@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             if G0 is None:  # the first build supplies the hand loop's networks and data
                 print(machine_info(trainer.device))
                 print(
-                    f"recipe: shapes {args.resolution}px ({len(trainer.images)} train images), "
+                    f"recipe: shapes {args.resolution}px ({len(trainer.feed.images)} train images), "
                     f"bow (frozen) -> dcgan ngf {args.ngf} / ndf {args.ndf}, hinge + matching_aware, "
                     f"Adam {tuple(cfg.train.betas)}, "
                     f"EMA {cfg.train.ema}, batch {args.batch_size}, precision {trainer.precision.name}, "
@@ -306,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit("this benchmark expects the default recipe's frozen text encoder")
                 G0, D0 = copy.deepcopy(trainer.G), copy.deepcopy(trainer.D)
                 data = {
-                    "images": trainer.images,
-                    "caption_ids": trainer.caption_ids,
+                    "images": trainer.feed.images,
+                    "caption_ids": trainer.feed.caption_ids,
                     "text_table": trainer.captions.table,
                 }
             elif not (_same_weights(trainer.G, G0) and _same_weights(trainer.D, D0)):

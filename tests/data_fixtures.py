@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -192,3 +194,33 @@ def data_config(name: str, root: Path, resolution: int = 32, batch_size: int = 4
     tree = {"data": {"name": name, "resolution": resolution, "options": options, **data},
             "train": {"batch_size": batch_size, "steps": steps, "checkpoint_every": 0}}
     return resolve(merge(base, tree))
+
+
+def build_twice_at_once(build: Callable[[], Any], owner: Any, name: str) -> tuple[list[Any], int]:
+    """Call ``build`` in two threads started together; return both results and how many times
+    ``owner.name`` (the function that does the expensive build, slowed so that the threads overlap) ran."""
+    calls: list[int] = []
+    original = getattr(owner, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        time.sleep(0.3)
+        return original(*args, **kwargs)
+
+    setattr(owner, name, counted)
+    start = threading.Barrier(2)
+    results: list[Any] = [None, None]
+
+    def worker(i: int) -> None:
+        start.wait()
+        results[i] = build()
+
+    try:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        setattr(owner, name, original)
+    return results, len(calls)

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from t2i.augment import DiffAugment, adjust_color, cutout, translate
-from t2i.config import AugmentConfig, resolve
+from t2i.augment import OPS, DiffAugment, adjust_color, cutout, translate
+from t2i.config import AUGMENT_OPS, AugmentConfig, parse_policy, resolve
 from t2i.errors import UsageError
 from t2i.testing import check_training_step
 
@@ -20,6 +20,11 @@ def dot(b=2, c=3, h=8, w=8, at=(3, 4)):
     x = torch.zeros(b, c, h, w)
     x[:, :, at[0], at[1]] = 1.0
     return x
+
+
+def test_every_policy_name_the_config_accepts_has_its_code():
+    assert tuple(OPS) == AUGMENT_OPS
+    assert parse_policy(" cutout, color ") == ["cutout", "color"]
 
 
 def test_translate_moves_content_and_fills_zeros():

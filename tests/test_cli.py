@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 
 import pytest
 import torch
@@ -123,6 +124,64 @@ def test_help_lists_installed_components_in_panels():
         assert installed and name in installed.group(1).replace(" ", "").split(","), kind
     described = run_cli("describe", "discriminator", "dcgan", env={"COLUMNS": "200"})
     assert described.returncode == 0 and "spectral_norm" in described.stdout and "bool" in described.stdout
+
+
+def test_run_flags_are_generated_from_the_config_dataclasses():
+    from t2i.cli.flags import config_flags
+
+    flags = {flag.names[0]: flag for flag in config_flags()}
+    assert {"--resolution", "--batch-size", "--lr-g", "--lr-d", "--d-steps", "--grad-clip", "--schedule", "--precision",
+            "--ema", "--seed", "--device", "--steps", "--epochs", "--minutes", "--log-every", "--sample-every",
+            "--checkpoint-every"} == set(flags)
+    assert flags["--lr-g"].key == "train.lr_g" and flags["--resolution"].names == ("--resolution", "-r")
+    assert "cosine_restarts" in flags["--schedule"].help  # a Literal's choices are listed
+    shown = run_cli("run", "--help", env={"COLUMNS": "250"})
+    text = " ".join(shown.stdout.split())
+    for name, flag in flags.items():
+        assert name in text and " ".join(flag.help.split()[:3]) in text, name
+
+
+@dataclass
+class Schedule:
+    warmup: int = field(default=0, metadata={"help": "warm-up steps", "flag": ("--warmup", "-w")})
+    fast: bool = field(default=False, metadata={"help": "go fast", "flag": "--fast"})
+    hidden: int = field(default=0, metadata={"help": "no flag: set it with --set"})
+
+
+@dataclass
+class Root:
+    schedule: Schedule = field(default_factory=Schedule)
+
+
+def test_a_config_field_with_a_flag_becomes_a_run_option():
+    import typer
+    from typer.testing import CliRunner
+
+    from t2i.cli.flags import given_config_values, with_config_flags
+
+    seen = {}
+
+    def command(**config_values):
+        seen.update(given_config_values(config_values))
+
+    app = typer.Typer()
+    app.command()(with_config_flags(command, root=Root))
+    result = CliRunner().invoke(app, ["-w", "5", "--fast"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"schedule.warmup": 5, "schedule.fast": True}
+    assert CliRunner().invoke(app, ["--hidden", "1"]).exit_code == 2
+
+
+def test_a_component_picked_on_the_command_line_drops_the_config_files_options_for_the_old_one(tmp_path):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text("[generator.options]\nngf = 8\n")  # options for the default generator, dcgan
+    out = tmp_path / "run"
+    tiny = ["-d", "train_size=64", "-d", "test_size=16", "-D", "ndf=8", "-T", "dim=16", "--batch-size", "8",
+            "--device", "cpu", "--sample-every", "0", "--checkpoint-every", "0", "--set", "eval.metrics="]
+    proc = run_cli("run", "--config", str(cfg), *tiny, "--generator", "sagan", "-G", "ch=8", "--steps", "1",
+                   "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "ngf" not in (out / "config.toml").read_text()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -14,7 +14,7 @@ from torch.distributions import Normal, kl_divergence
 import t2i
 from t2i.engine.trainer import Trainer
 from t2i.errors import UsageError
-from t2i.interfaces import DiscOutput, StepOutputs
+from t2i.interfaces import DiscOutput, StepOutputs, loss_role
 from t2i.losses import ConditioningAugmentationKL, HingeLoss
 from t2i_dcgan import DCGANGenerator, DCGANGeneratorConfig
 
@@ -44,7 +44,7 @@ def test_ca_kl_is_a_core_term():
     assert "ca_kl" in losses.names()
     assert losses.owner("ca_kl").startswith("t2i-core ")
     entry = losses.get("ca_kl")
-    assert entry.metadata["role"] == "term" and "ca_dim" in entry.help
+    assert loss_role(entry.factory) == "term" and "ca_dim" in entry.help
     assert isinstance(losses.create("ca_kl", {}), ConditioningAugmentationKL)
 
 

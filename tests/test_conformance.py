@@ -11,6 +11,7 @@ import contextlib
 import random
 import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -28,8 +29,6 @@ from t2i.text.bow import BagOfWords, BagOfWordsConfig
 
 # Used only for components that declare no test_options of their own.
 FALLBACK_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "generators": {"dcgan": {"ngf": 8}},
-    "discriminators": {"dcgan": {"ndf": 8}},
     "text_encoders": {"bow": {"dim": 16}},
     "datasets": {"shapes": {"train_size": 16, "test_size": 16}},
 }
@@ -96,18 +95,18 @@ PAIRS = [(g, d) for g in kit.registered("generators") for d in kit.registered("d
 
 
 @pytest.mark.parametrize("generator, discriminator", PAIRS)
-def test_pair_trains_with_the_engine(generator, discriminator):
-    try:
-        result = kit.check_training_step(
-            generator,
-            discriminator,
-            generator_options=options("generators", generator),
-            discriminator_options=options("discriminators", discriminator),
-        )
-    except UsageError as exc:  # a combination the engine refuses before step 1 (progressive vs fixed, ...)
-        assert "\n" not in str(exc), f"the refusal is not one line: {exc}"
-        pytest.skip(f"the engine refuses this pair: {exc}")
-    assert result.status == "finished" and result.step == 2
+def test_pair_trains_with_the_engine_or_is_refused_as_it_must_be(generator, discriminator):
+    # fails on a refusal the kit does not expect, and on a pair that trains but should be refused
+    result = kit.check_pair(
+        generator,
+        discriminator,
+        generator_options=options("generators", generator),
+        discriminator_options=options("discriminators", discriminator),
+    )
+    if kit.refusal_expected(generator, discriminator) is None:
+        assert result.status == "finished" and result.step == 2
+    else:
+        assert result is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,6 +142,27 @@ class Nondeterministic(ToyGenerator):
 
     def forward(self, z, text):
         return super().forward(z, text) * 0.9 + 0.1 * self._rng.random()
+
+
+class SqueezesTheBatch(ToyGenerator):
+    """Squeezes its output, which drops the batch dimension of a batch of one."""
+
+    def forward(self, z, text):
+        return super().forward(z, text).squeeze()
+
+
+class IgnoresItsResolution(ToyGenerator):
+    """Declares 16 px only, and builds a 16 px network whatever resolution it is asked for."""
+
+    resolutions = (16,)
+
+    def __init__(self, cfg=None, *, resolution=16, text_dim=16):
+        super().__init__(cfg, resolution=16, text_dim=text_dim)
+
+
+@dataclass
+class UndocumentedConfig(ToyConfig):
+    depth: int = 1  # no help: `t2i describe` cannot say what it does
 
 
 class LogitsB1(ToyDiscriminator):
@@ -198,6 +218,27 @@ BROKEN = {  # id -> (kind, factory, config, check keyword arguments, what the me
         ToyConfig,
         {},
         r"torch\.manual_seed\(7\).*different outputs",
+    ),
+    "batch-of-one": (
+        "generators",
+        SqueezesTheBatch,
+        ToyConfig,
+        {"resolutions": (16,)},
+        r"a batch of one in eval mode at 16 px: output shape \(3, 16, 16\) for a batch of one",
+    ),
+    "accepts-undeclared-resolution": (
+        "generators",
+        IgnoresItsResolution,
+        ToyConfig,
+        {},
+        r"builds at 8 px, which it does not declare \(16\)",
+    ),
+    "option-without-help": (
+        "generators",
+        ToyGenerator,
+        UndocumentedConfig,
+        {"resolutions": (16,)},
+        r"every option has help: options without help: depth",
     ),
     "logits-b-1": ("discriminators", LogitsB1, ToyConfig, {}, r"logits shape \(2, 1\), expected \(2,\)"),
     "non-finite-logits": ("discriminators", NonFinite, ToyConfig, {}, r"logits has \d+ non-finite values"),
@@ -290,6 +331,55 @@ def test_the_training_step_defaults_to_the_toy_networks_and_leaves_no_registrati
     result = kit.check_training_step()
     assert result.status == "finished" and result.step == 2
     assert kit.TOY not in kit.registered("generators")
+
+
+class RefusesEveryPartner(ToyDiscriminator):
+    """Declares the usual resolutions, then refuses to be built: no generator can train with it."""
+
+    def __init__(self, cfg=None, *, resolution=32, text_dim=16):
+        raise ValueError("this discriminator refuses to be built")
+
+
+class ClaimsToGrow(ToyDiscriminator):
+    """Registered as progressive, but the object it builds does not grow, so the engine trains it with
+    any generator: a pair the kit expects to be refused."""
+
+    progressive = True
+
+    def __init__(self, cfg=None, *, resolution=32, text_dim=16):
+        super().__init__(cfg, resolution=resolution, text_dim=text_dim)
+        self.progressive = False
+
+
+def test_the_pairs_that_must_be_refused_are_progressive_with_fixed_and_no_shared_resolution():
+    assert "grows progressively" in kit.refusal_expected("progressive", "dcgan")
+    assert "grows progressively" in kit.refusal_expected("dcgan", "progressive")
+    assert kit.refusal_expected("progressive", "progressive") is None
+    assert kit.refusal_expected("dcgan", "sagan") is None
+
+    class Tiny(ToyDiscriminator):
+        resolutions = (8,)
+
+    with in_memory_plugin("discriminators", "tiny-d", Tiny, config=ToyConfig):
+        assert "share no resolution" in kit.refusal_expected("dcgan", "tiny-d")
+        assert kit.check_pair("dcgan", "tiny-d") is None  # refused by the engine, as it must be
+
+
+def test_a_wrongly_refused_pair_fails_the_pair_check():
+    with (
+        in_memory_plugin("discriminators", "refuses-everyone", RefusesEveryPartner, config=ToyConfig),
+        pytest.raises(AssertionError, match=r"refuses a pair that should train .*refuses to be built"),
+    ):
+        kit.check_pair("dcgan", "refuses-everyone")
+
+
+def test_a_pair_that_must_be_refused_but_trains_fails_the_pair_check():
+    with (
+        in_memory_plugin("discriminators", "claims-to-grow", ClaimsToGrow, config=ToyConfig),
+        pytest.raises(AssertionError, match=r"trained, but the engine must refuse it: discriminator "
+                                            r"'claims-to-grow' grows progressively"),
+    ):
+        kit.check_pair("dcgan", "claims-to-grow")
 
 
 def test_a_refused_combination_is_a_one_line_usage_error():

@@ -173,6 +173,36 @@ def test_manifest_paths_that_escape_the_root_are_skipped(tmp_path):
     assert counts["duplicate key"] == 2 and counts["unknown split"] == 1 and counts["bad manifest line"] == 2
 
 
+def test_symlinks_that_leave_the_root_are_skipped_and_reported(tmp_path):
+    outside = tmp_path / "elsewhere"
+    secret = save_picture(outside / "secret.jpg", 90)
+    secret.with_suffix(".txt").write_text("a picture outside the data root\n")
+    root = tmp_path / "linked"
+    for i in range(3):
+        save_picture(root / f"good_{i}.jpg", i).with_suffix(".txt").write_text(f"picture {i}\n")
+    (root / "inner_link.jpg").symlink_to(root / "good_0.jpg")  # a link inside the root is followed
+    (root / "inner_link.txt").write_text("the same picture again\n")
+    (root / "stolen.jpg").symlink_to(secret)  # a link to a file outside the root
+    (root / "stolen.txt").write_text("a caption for it\n")
+    save_picture(root / "borrowed_caption.jpg", 5)
+    (root / "borrowed_caption.txt").symlink_to(secret.with_suffix(".txt"))  # a caption file outside
+    (root / "far").symlink_to(outside, target_is_directory=True)  # a folder outside
+    data = Folder(FolderConfig(root=str(root), quiet=True, manifest="sidecar", test_fraction=0.0))
+    keys = {item.key for item in data.index("train").items}
+    assert keys == {"good_0", "good_1", "good_2", "inner_link"}
+    problems = [p for p in data.index("train").problems if p.kind == "link leaves the data root"]
+    assert sorted(Path(p.where).name for p in problems) == ["borrowed_caption.txt", "far", "stolen.jpg"]
+    assert all(str(outside.resolve()) in p.detail for p in problems)
+    assert data.load("train", 16).info["skipped"] == 0  # nothing outside was opened as an image
+
+    (root / "captions.jsonl").write_text("\n".join(json.dumps(line) for line in [
+        {"image": "good_0.jpg", "caption": "zero"}, {"image": "stolen.jpg", "caption": "sneaky"},
+        {"image": "far/secret.jpg", "caption": "sneaky too"}]) + "\n")
+    listed = Folder(FolderConfig(root=str(root), quiet=True, test_fraction=0.0)).index("train")
+    assert [item.key for item in listed.items] == ["good_0.jpg"]
+    assert listed.problems.counts()["link leaves the data root"] == 2
+
+
 def test_structural_problems_refuse_to_start(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

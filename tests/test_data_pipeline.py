@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from data_fixtures import data_config, make_cub, make_folder
+import t2i.data.image_cache
+from data_fixtures import build_twice_at_once, data_config, make_cub, make_folder
 from t2i.data.augment import BatchAugment, _windows_gather, _windows_nchw, load_resolution
 from t2i.data.folder import Folder, FolderConfig
 from t2i.engine.trainer import Trainer
@@ -19,6 +20,14 @@ from t2i_test_helpers import run_cli, tiny_config
 
 
 # -- the cache ----------------------------------------------------------------------------------------------------
+def test_two_loaders_asking_at_once_build_the_cache_once(tmp_path):
+    folder = make_folder(tmp_path, n=6, mode="jsonl")
+    config = FolderConfig(root=str(folder), cache_dir=str(tmp_path / "cache"), quiet=True)
+    (a, b), builds = build_twice_at_once(lambda: Folder(config).cache("train", 16), t2i.data.image_cache, "_build")
+    assert builds == 1 and sorted([a.built, b.built]) == [False, True]
+    assert torch.equal(a.images, b.images)
+
+
 def test_cache_is_built_once_reused_and_rebuilt_on_change(tmp_path):
     folder = make_folder(tmp_path, n=8, mode="jsonl")
     cache_dir = tmp_path / "cache"
@@ -49,7 +58,7 @@ def test_cache_is_built_once_reused_and_rebuilt_on_change(tmp_path):
 def test_training_reads_the_memory_mapped_cache(tmp_path):
     folder = make_folder(tmp_path, n=8, mode="jsonl")
     trainer = Trainer(data_config("folder", folder), tmp_path / "run", quiet=True, tensorboard=False)
-    storage = trainer.images.untyped_storage()
+    storage = trainer.feed.images.untyped_storage()
     assert trainer.train_data.info["cache"].endswith(".u8")
     assert not storage.resizable()  # backed by the numpy memmap, not a copy in torch's allocator
 

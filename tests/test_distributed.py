@@ -130,8 +130,9 @@ def test_ddp_nproc_run_writes_once_and_resumes_bit_identically_under_torchrun(tm
     assert straight.stdout.count("run folder:") == 1 and straight.stderr.count("t2i run into") == 1
 
     state_a = torch.load(tmp_path / "a" / "checkpoints" / "step_00000004" / "state.pt", weights_only=True)
-    assert state_a["world_size"] == 2 and len(state_a["rank_rng"]) == 2
-    assert not torch.equal(state_a["rank_rng"][0]["torch"], state_a["rank_rng"][1]["torch"])
+    ranks = state_a["random"]["ranks"]
+    assert state_a["random"]["world_size"] == 2 and len(ranks) == 2
+    assert not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
     from safetensors.torch import load_file
 
     for name in ("generator", "discriminator", "generator_ema"):
@@ -160,7 +161,7 @@ def test_ddp_study_runs_each_trial_as_a_distributed_job(tmp_path):
     assert state["status"] == "finished" and state["step"] == 2
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]  # one writer
     assert (tmp_path / "out" / "runs" / "two-processes-seed0.log").is_file()
-    assert torch.load(run / "checkpoints" / "step_00000002" / "state.pt", weights_only=True)["world_size"] == 2
+    assert torch.load(run / "checkpoints" / "step_00000002" / "state.pt", weights_only=True)["random"]["world_size"] == 2
 
 
 def test_ddp_a_crashed_rank_ends_the_job_with_a_message(tmp_path):

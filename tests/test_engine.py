@@ -67,7 +67,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
             assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
     state_a = load_checkpoint(tmp_path / "a" / "checkpoints" / "step_00000008").state
     state_b = load_checkpoint(tmp_path / "b" / "checkpoints" / "step_00000008").state
-    assert torch.equal(state_a["rng"], state_b["rng"])
+    assert torch.equal(state_a["feed"]["rng"], state_b["feed"]["rng"])
+    assert torch.equal(state_a["feed"]["noise_rng"], state_b["feed"]["noise_rng"])
+    assert torch.equal(state_a["random"]["ranks"][0]["torch"], state_b["random"]["ranks"][0]["torch"])
 
 
 def test_resume_across_an_epoch_boundary_is_bit_identical(tmp_path):
@@ -77,7 +79,7 @@ def test_resume_across_an_epoch_boundary_is_bit_identical(tmp_path):
     Trainer(tiny_config(train={"steps": 10, "checkpoint_every": 10}), tmp_path / "b", quiet=True, tensorboard=False).fit()
     resumed = Trainer(tiny_config(train={"steps": 20, "checkpoint_every": 10}), tmp_path / "b", resume=True, quiet=True, tensorboard=False)
     resumed.fit()
-    assert resumed.epoch == 1
+    assert resumed.feed.epoch == 1
     a, b = weights(tmp_path / "a", 20), weights(tmp_path / "b", 20)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -100,6 +102,7 @@ def test_a_killed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(folder, 2, {"net": {"w": torch.zeros(3)}}, {"step": 2}, {})
     assert latest_checkpoint(folder).name == "step_00000001"
+    assert [p.name for p in folder.iterdir()] == ["step_00000001"]  # no half-built temporary folder left
     assert torch.equal(load_checkpoint(latest_checkpoint(folder)).weights["net"]["w"], torch.ones(3))
 
 
@@ -250,3 +253,112 @@ def test_ema_averages_parameters_and_copies_buffers(tmp_path):
     for (name, b_ema), (_, b) in zip(ema.named_buffers(), trainer.G.named_buffers()):
         assert torch.equal(b_ema, b), name  # e.g. BatchNorm's num_batches_tracked is 3, not an average
     assert any(not torch.equal(p_ema, p) for p_ema, p in zip(ema.parameters(), trainer.G.parameters()))
+
+
+def _flat_layout(state):
+    """A per-part ``state.pt`` written back in the flat layout of earlier t2i versions."""
+    feed, ranks = state["feed"], state["random"]["ranks"]
+    return {
+        **{k: state[k] for k in ("opt_g", "opt_d", "sched_g", "sched_d", "scaler")},
+        "epoch": feed["epoch"], "position": feed["position"], "rng": feed["rng"], "noise_rng": feed["noise_rng"],
+        "elapsed": state["stopping"]["elapsed"], "ema_n_averaged": state["ema"]["n_averaged"],
+        "torch_rng": ranks[0]["torch"], "world_size": 1,
+    }
+
+
+def test_a_checkpoint_in_the_earlier_flat_layout_resumes_bit_identically(tmp_path):
+    straight = Trainer(tiny_config(train={"steps": 8, "checkpoint_every": 4}), tmp_path / "a", quiet=True, tensorboard=False)
+    straight.fit()
+    Trainer(tiny_config(train={"steps": 4, "checkpoint_every": 4}), tmp_path / "b", quiet=True, tensorboard=False).fit()
+    state_file = tmp_path / "b" / "checkpoints" / "step_00000004" / "state.pt"
+    torch.save(_flat_layout(torch.load(state_file, weights_only=True)), state_file)
+    resumed = Trainer(tiny_config(train={"steps": 8, "checkpoint_every": 4}), tmp_path / "b", resume=True, quiet=True, tensorboard=False)
+    assert resumed.step == 4 and resumed.feed.position == 4
+    resumed.fit()
+    for name in ("generator", "discriminator", "generator_ema"):
+        a, b = weights(tmp_path / "a", 8, name), weights(tmp_path / "b", 8, name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_the_checkpoint_holds_every_stateful_part_by_name(tmp_path):
+    trainer = Trainer(tiny_config(train={"steps": 2, "checkpoint_every": 2}), tmp_path / "run", quiet=True, tensorboard=False)
+    trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002")
+    parts = trainer.stateful_parts()
+    assert set(ckpt.weights) | set(ckpt.state) == set(parts)
+    assert set(ckpt.weights) == {"generator", "discriminator", "text_encoder", "generator_ema"}
+    assert ckpt.state["feed"]["position"] == 2 and ckpt.state["random"]["world_size"] == 1
+
+
+class Telepathic(LossTerm):
+    needs = frozenset({"telepathy"})
+
+
+def test_an_unknown_need_is_refused_when_the_term_is_built(tmp_path):
+    plugin = types.ModuleType("telepathyplugin")
+    plugin.t2i_register_losses = t2i.hookimpl(lambda register: register("telepathic", Telepathic))
+    plugins.register_plugin(plugin, name="telepathyplugin")
+    with pytest.raises(UsageError, match=r"loss term 'telepathic' declares unknown needs 'telepathy'"):
+        Trainer(tiny_config(loss={"terms": {"telepathic": 1.0}}), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+class QuietTerm(LossTerm):
+    """A term whose registration metadata says otherwise: the class decides."""
+
+    def g_loss(self, out):
+        return out.fake.logits.mean() * 0
+
+
+def test_a_loss_role_comes_from_its_class_not_its_registration_metadata(tmp_path):
+    plugin = types.ModuleType("mislabelled")
+    plugin.t2i_register_losses = t2i.hookimpl(lambda register: register("quiet_term", QuietTerm, role="adversarial"))
+    plugins.register_plugin(plugin, name="mislabelled")
+    cfg = tiny_config(loss={"terms": {"quiet_term": 1.0}}, train={"steps": 1, "checkpoint_every": 0})
+    assert Trainer(cfg, tmp_path / "run", quiet=True, tensorboard=False).fit().status == "finished"
+    with pytest.raises(UsageError, match="'quiet_term' is a loss term, not an adversarial loss"):
+        Trainer(tiny_config(loss={"adversarial": "quiet_term"}), tmp_path / "b", quiet=True)
+
+
+def test_the_summary_shows_the_learning_rates_the_optimisers_used(tmp_path):
+    from t2i.engine.optim import learning_rates
+    from t2i.engine.summary import RunFacts, RunResult, summary_markdown
+
+    cfg = tiny_config(train={"lr_g": 1e-4, "lr_d": 4e-4, "scale_lr": True})
+    assert learning_rates(cfg.train, 4) == (4e-4, 1.6e-3) and learning_rates(cfg.train, 1) == (1e-4, 4e-4)
+    facts = RunFacts(epochs=1.0, train_images=256, device="cpu", precision="fp32", lr_g=4e-4, lr_d=1.6e-3,
+                     world_size=4, parameters={"generator": 1, "discriminator": 2, "text encoder": 3},
+                     encoder_trainable=False, terms=[])
+    result = RunResult(tmp_path / "run", "finished", 6, 1.0, 10.0, None, None)
+    text = summary_markdown(result, cfg, facts, [])
+    assert "Adam lr G 0.0004 / D 0.0016 (train.scale_lr: 0.0001 / 0.0004 x 4 processes)" in text
+
+    trainer = Trainer(tiny_config(train={"steps": 1, "lr_g": 1e-4, "checkpoint_every": 0}), tmp_path / "one", quiet=True, tensorboard=False)
+    trainer.fit()
+    assert "Adam lr G 0.0001 / D 0.0002," in (tmp_path / "one" / "summary.md").read_text()
+
+
+def test_eval_names_the_weights_it_sampled_from(tmp_path):
+    from t2i.runs import Sampler, evaluate_checkpoint
+
+    plugin = types.ModuleType("metricplugin2")
+    plugin.t2i_register_metrics = t2i.hookimpl(lambda register: register("mean_pixel2", MeanPixel))
+    plugins.register_plugin(plugin, name="metricplugin2")
+    for ema, expected in ((0.0, "generator"), (0.999, "generator_ema")):
+        run = tmp_path / f"ema{ema}"
+        Trainer(tiny_config(train={"steps": 2, "checkpoint_every": 0, "ema": ema}), run, quiet=True, tensorboard=False).fit()
+        report = evaluate_checkpoint(run, metrics=["mean_pixel2"], device="cpu")
+        assert report["weights"] == expected
+        assert Sampler.load(run, device="cpu", ema=False).weights == "generator"
+
+
+def test_runs_train_names_a_new_folder_on_rank_zero_and_announces_the_start(tmp_path):
+    from t2i.runs import train
+
+    seen = []
+    result = train(tiny_config(train={"steps": 2, "checkpoint_every": 0}), lambda: tmp_path / "named", quiet=True,
+                   tensorboard=False, on_start=lambda trainer, ctx: seen.append((trainer.step, ctx.rank, ctx.world_size)))
+    assert result.status == "finished" and result.run_dir == tmp_path / "named" and seen == [(0, 0, 1)]
+    resumed = train(tiny_config(train={"steps": 3, "checkpoint_every": 0}), tmp_path / "named", resume=True, quiet=True,
+                    tensorboard=False, on_start=lambda trainer, ctx: seen.append((trainer.step, ctx.rank, ctx.world_size)))
+    assert resumed.step == 3 and seen[-1] == (2, 0, 1)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 import t2i
 from t2i.engine.trainer import Trainer
-from t2i.interfaces import DiscOutput, Discriminator, StepOutputs
+from t2i.interfaces import NEEDS, DiscOutput, Discriminator, LossTerm, StepOutputs, loss_role
 from t2i.losses import (
     FeatureMatchingConfig,
     FeatureMatchingTerm,
@@ -67,7 +67,18 @@ def test_registered_by_the_core_with_its_role(name):
     losses = t2i.registry("losses")
     assert losses.owner(name).startswith("t2i-core ")
     entry = losses.get(name)
-    assert entry.metadata["role"] == NEW[name] and entry.help
+    assert loss_role(entry.factory) == NEW[name] and entry.help
+
+
+def test_every_core_loss_declares_its_role_by_class_and_only_known_needs():
+    losses = t2i.registry("losses")
+    core = [n for n in losses.names() if losses.owner(n).startswith("t2i-core ")]
+    assert {"hinge", "bce", "matching_aware", "contrastive", "perceptual"} <= set(core)
+    for name in core:
+        entry = losses.get(name)
+        assert "role" not in entry.metadata, name  # the class says it; a second declaration could disagree
+        assert loss_role(entry.factory) in ("adversarial", "term"), name
+        assert issubclass(entry.factory, LossTerm) and entry.factory.needs <= NEEDS.keys(), (name, entry.factory.needs)
 
 
 @pytest.mark.parametrize("name", sorted(NEW))

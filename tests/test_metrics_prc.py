@@ -12,7 +12,8 @@ import torch
 
 from t2i.data.shapes import Shapes, ShapesConfig
 from t2i.engine.components import build_generator, build_text_encoder
-from t2i.engine.evaluate import build_metrics, evaluate
+from t2i.engine.evaluate import evaluate
+from t2i.metrics.build import build_metrics
 from t2i.errors import UsageError
 from t2i.metrics.fd_dinov2 import FrechetDino, FrechetDinoConfig
 from t2i.metrics.features import make_extractor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 import types
@@ -84,6 +85,59 @@ def test_describe_lists_fields_types_defaults_and_help():
     info = reg.describe("w")
     assert info["owner"] == "p 1" and info["help"] == "a test generator"
     assert info["fields"][0] == ("width", "int", "4", "channels")
+
+
+def test_a_component_registered_by_reference_is_imported_when_first_used(tmp_path, monkeypatch):
+    (tmp_path / "late_nets.py").write_text(textwrap.dedent("""
+        from dataclasses import dataclass
+
+        @dataclass
+        class LateConfig:
+            width: int = 4
+
+        def build_late(cfg, **context):
+            return {"cfg": cfg, **context}
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("generators")
+    reg.register("late", "late_nets:build_late", config="late_nets:LateConfig", help="built late")
+    assert "late_nets" not in sys.modules  # registering and listing import nothing
+    assert reg.names() == ["late"] and reg.get("late").help == "built late"
+    try:
+        built = reg.create("late", {"width": "8"}, resolution=32)
+        assert built["cfg"].width == 8 and built["resolution"] == 32
+        assert reg.describe("late")["fields"][0][:3] == ("width", "int", "4")
+    finally:
+        sys.modules.pop("late_nets", None)
+
+
+def test_a_bad_reference_fails_at_registration_or_in_one_line_when_used():
+    reg = Registry("generators")
+    with pytest.raises(ValueError, match="is not a 'package.module:Name' reference"):
+        reg.register("bad", "no_colon_here", help="x")
+    reg.register("gone", "t2i_no_such_module.nets:Generator", help="a generator whose module is missing")
+    with pytest.raises(t2i.UsageError, match=r"generator 'gone' \(<unknown>\): its factory t2i_no_such_module.nets:Generator "
+                                             r"cannot be loaded: No module named 't2i_no_such_module'"):
+        reg.create("gone")
+
+
+def test_loading_plugins_and_listing_names_imports_no_networks():
+    """``t2i --help``, ``t2i list`` and ``t2i plugins`` fill the registries; that must not load any network or
+    heavy library (they are imported when a component is built)."""
+    heavy = ["t2i_dcgan.models", "t2i_sagan.models", "t2i_specnorm.models", "t2i_progressive.models",
+             "t2i_minilm.encoder", "timm", "open_clip", "torchvision", "transformers", "sentence_transformers",
+             "matplotlib", "tensorboard"]
+    code = textwrap.dedent(f"""
+        import sys
+        import t2i.plugins
+        from t2i.registry import KINDS
+        assert all(t2i.plugins.registry(kind).names() for kind in KINDS)
+        t2i.plugins.plugins()
+        print(",".join(m for m in {heavy!r} if m in sys.modules))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
 
 
 # -- plugins through pluggy ------------------------------------------------------------------------------

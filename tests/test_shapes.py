@@ -23,6 +23,7 @@ from t2i.data.shapes import (
     render,
 )
 from t2i.errors import UsageError
+from data_fixtures import build_twice_at_once
 
 # The spec's table, typed in again so that a changed constant fails here.
 SPEC_COLOURS = {
@@ -313,6 +314,12 @@ def test_builtin_registration():
     assert reg.owner("shapes").startswith("t2i-core")
     with pytest.raises(t2i.ConfigError):
         reg.create("shapes", {"captions_per_image": 1})
+
+
+def test_two_loaders_asking_at_once_render_the_split_once(tmp_path):
+    cfg = ShapesConfig(train_size=200, test_size=20, seed=1, cache_dir=str(tmp_path))
+    (a, b), builds = build_twice_at_once(lambda: Shapes(cfg).load("test", 32), Shapes, "_build")
+    assert builds == 1 and torch.equal(a.images, b.images) and a.captions == b.captions
 
 
 def test_cache_round_trip_and_corrupt_file_rebuilt(tmp_path):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
 import textwrap
+import time
 import types
 from pathlib import Path
 
@@ -18,9 +20,9 @@ from t2i import plugins
 from t2i.cli import main as cli_main
 from t2i.engine.checkpoint import list_checkpoints
 from t2i.errors import UsageError
-from t2i.interfaces import LossTerm
-from t2i.study import load_study, run_study
-from t2i.study.report import goal
+from t2i.interfaces import LossTerm, Metric
+from t2i.study import load_study, run_study, runner, write_report
+from t2i.study.report import best_trials, goal, load_folder, metric_keys
 from t2i.study.spec import overlay
 from t2i.testing.toys import ToyConfig, ToyGenerator
 
@@ -280,6 +282,104 @@ def test_which_value_is_best():
     assert goal("shapes_accuracy/mean/seen") == "max"
     assert goal("fid") == "min" and goal("my_metric", ["my_*"]) == "min"
     assert goal("diversity/collapse_score") == "one" and goal("diversity/within_caption") == "none"
+    # what each metric declares, whatever its name suggests
+    assert goal("fd_dinov2") == "min" and goal("prc/precision") == "max" and goal("r_precision") == "max"
+    assert goal("is") == "max" and goal("kid") == "min" and goal("clip_score") == "max"
+    # spreads and figures of the real images are never best; nor are keys of metrics that are not installed
+    assert goal("kid/std") == "none" and goal("r_precision/std") == "none" and goal("r_precision/real_std") == "none"
+    assert goal("r_precision/real") == "none" and goal("shapes_accuracy/colour/real") == "none"
+    assert goal("diversity/real_between_captions") == "none" and goal("not_installed/score") == "none"
+
+
+class Murkiness(Metric):
+    """A plugin's metric whose name says nothing about its direction: lower is better, except its sharpness."""
+
+    higher_is_better = False
+    goals = {"murkiness/sharpness": "max", "murkiness/contrast": "one"}
+
+    def evaluate(self, generate, reference):
+        return {}
+
+
+@pytest.fixture
+def murkiness_plugin():
+    plugin = types.ModuleType("studymurk")
+    plugin.t2i_register_metrics = t2i.hookimpl(lambda register: register("murkiness", Murkiness))
+    plugins.register_plugin(plugin, name="studymurk")
+    yield
+    plugins.unregister_plugin("studymurk")
+
+
+def finished_study(folder: Path, evaluations: dict[str, dict[str, float]], lower_is_better=()) -> Path:
+    """A study folder as 't2i study run' leaves it, one finished run per trial with these final evaluations."""
+    trials, runs = [], []
+    for label, values in evaluations.items():
+        run = f"{label}-seed0"
+        trials.append({"label": label, "slug": label, "changes": {}, "runs": [run]})
+        runs.append({"name": run, "trial": label, "seed": 0, "config": f"configs/{run}.toml", "folder": f"runs/{run}"})
+        (folder / "runs" / run).mkdir(parents=True)
+        (folder / "runs" / run / "trial.json").write_text(json.dumps({"status": "finished", "step": 1, "evaluation": values}))
+    plan = {"name": "ranks", "seeds": [0], "budget": {}, "lower_is_better": list(lower_is_better), "trials": trials,
+            "runs": runs}
+    (folder / "plan.json").write_text(json.dumps(plan))
+    return folder
+
+
+def test_the_report_ranks_by_what_each_metric_declares(tmp_path, murkiness_plugin):
+    folder = finished_study(tmp_path, {
+        "a": {"fd_dinov2": 10.0, "kid": 0.2, "kid/std": 0.001, "murkiness": 5.0, "murkiness/sharpness": 3.0,
+              "murkiness/contrast": 1.5, "r_precision": 0.5, "r_precision/real": 0.9},
+        "b": {"fd_dinov2": 20.0, "kid": 0.1, "kid/std": 0.5, "murkiness": 2.0, "murkiness/sharpness": 1.0,
+              "murkiness/contrast": 0.9, "r_precision": 0.6, "r_precision/real": 0.9},
+    })
+    data = load_folder(folder)
+    keys = metric_keys(data)
+    assert "r_precision/real" not in keys and "kid/std" in keys  # ceilings are left out; a spread is shown
+    best = {key: label for key, (label, _) in best_trials(data, keys).items()}
+    assert best == {"fd_dinov2": "a", "kid": "b", "murkiness": "b", "murkiness/sharpness": "a",
+                    "murkiness/contrast": "b", "r_precision": "b"}
+    report = write_report(folder).read_text()
+    assert "- fd_dinov2: **a** (10)" in report and "- murkiness: **b** (2)" in report
+    assert "| fd_dinov2 ↓ |" in report and "| murkiness/contrast →1 |" in report and "| kid/std |" in report
+    assert "kid/std: **" not in report
+    # the study's own lower_is_better patterns still win
+    data.plan["lower_is_better"] = ["murkiness/sharp*"]
+    assert best_trials(data, ["murkiness/sharpness"])["murkiness/sharpness"][0] == "b"
+
+
+def test_parallel_jobs_get_gpus_round_robin(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert runner.gpu_slots(4) == ["0", "1", "2", "3"] and runner.gpu_slots(2, nproc=2) == ["0,1", "2,3"]
+    assert runner.gpu_slots(3, nproc=2) == ["0,1", "2,3", "0,1"] and runner.gpu_slots(1, nproc=8) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert runner.gpu_slots(2) == ["4", "5"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+
+    seen: list[str | None] = []
+
+    def fake_worker(cmd, *, env, **kwargs):  # what the worker process would see, and a finished trial
+        seen.append(env.get("CUDA_VISIBLE_DEVICES"))
+        time.sleep(0.2)
+        Path(cmd[-1]).mkdir(parents=True, exist_ok=True)
+        (Path(cmd[-1]) / "trial.json").write_text(json.dumps({"status": "finished", "step": 2}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_worker)
+    path = write(tmp_path, study(top='name = "gpus"\nseeds = [0, 1, 2]\n', rest="[budget]\nsteps = 2\n"))
+    lines: list[str] = []
+    run_study(load_study(path, overrides={"train.device": "auto"}), tmp_path / "out", jobs=2, report=False,
+              log=lines.append)
+    assert sorted(seen[:2]) == ["0", "1"] and seen[2] in ("0", "1")  # two at a time, each on its own GPU
+    assert any("round-robin (CUDA_VISIBLE_DEVICES): 0 | 1" in line for line in lines)
+    assert sum(" on GPU " in line for line in lines) == 3
+
+    seen.clear()  # a study that trains on the CPU leaves the GPUs alone
+    run_study(load_study(path, overrides={"train.device": "cpu"}), tmp_path / "cpu", jobs=2, report=False,
+              log=lambda line: None)
+    assert seen == [None, None, None]
 
 
 def test_cli_runs_trials_in_parallel_workers_and_reports(tmp_path):

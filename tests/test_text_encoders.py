@@ -12,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import t2i
+from data_fixtures import build_twice_at_once
 from t2i.errors import UsageError
 from t2i.text.bow import BagOfWords, BagOfWordsConfig
 from t2i.text.cache import cached_embeddings, encoder_fingerprint
@@ -142,6 +143,14 @@ def test_second_call_loads_from_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(enc, "forward", boom)
     assert torch.equal(cached_embeddings(enc, CAPTIONS, KEY, tmp_path), first)
     assert list(tmp_path.glob("embeddings/*.tmp")) == []
+
+
+def test_two_callers_asking_at_once_encode_once(tmp_path):
+    import t2i.text.cache
+
+    enc = bow()
+    (a, b), builds = build_twice_at_once(lambda: cached_embeddings(enc, CAPTIONS, KEY, tmp_path), t2i.text.cache, "_compute")
+    assert builds == 1 and torch.equal(a, b) and len(files(tmp_path)) == 1
 
 
 def test_env_var_names_the_default_cache(tmp_path, monkeypatch):

@@ -183,7 +183,7 @@ def test_mlp_head_changes_dims_and_trains_with_d(tmp_path):
     assert isinstance(enc, HeadedTextEncoder) and enc.dim == 24 and trainer.G.text_dim == 24
     assert [type(m).__name__ for m in enc.head] == ["Linear", "LayerNorm", "ReLU", "Dropout"]
     head_params = {id(p) for p in enc.head.parameters()}
-    assert head_params <= {id(p) for p in trainer.D_params}  # trained with D's optimiser
+    assert head_params <= {id(p) for p in trainer.nets.D_params}  # trained with D's optimiser
     assert not any(p.requires_grad for p in enc.base.parameters())  # the frozen bow stays frozen
     before = [p.detach().clone() for p in enc.head.parameters()]
     assert trainer.fit().status == "finished"

@@ -1,11 +1,12 @@
-"""Tests of the example plugin: the t2i conformance kit does the heavy lifting, a few unit tests the rest."""
+"""Tests of the example plugin: the t2i conformance kit checks the interface contract; the unit tests below
+only cover what the kit cannot know (what each component computes, and its options)."""
 
 from __future__ import annotations
 
 import pytest
 import t2i
 import torch
-from t2i.interfaces import CaptionedImages, DiscOutput, StepOutputs
+from t2i.interfaces import CaptionedImages, DiscOutput, StepOutputs, loss_role
 from t2i.losses import HingeLoss
 from t2i.testing import check_generator, check_loss, check_metric, check_training_step
 
@@ -14,8 +15,9 @@ from t2i_plugin_example import MeanBrightness, MeanBrightnessConfig, PixelMean, 
 # -- the interface contract, checked by t2i.testing --------------------------------------------------
 
 
-def test_tiny_mlp_conforms():
-    check_generator("tiny_mlp")  # 16, 32 and 64 px, with the test_options registered in plugin.py
+@pytest.mark.parametrize("options", [{}, {"layers": 1}], ids=["default", "one-layer"])
+def test_tiny_mlp_conforms(options):
+    check_generator("tiny_mlp", options)  # 16, 32 and 64 px, over the test_options registered in plugin.py
 
 
 def test_mean_brightness_conforms():
@@ -36,14 +38,24 @@ def test_tiny_mlp_trains_with_the_engine():
 
 def test_registered_by_this_plugin():
     assert t2i.registry("generators").owner("tiny_mlp").startswith("t2i-plugin-example")
-    assert t2i.registry("losses").get("mean_brightness").metadata["role"] == "term"
+    assert loss_role(t2i.registry("losses").get("mean_brightness").factory) == "term"  # a LossTerm
     assert "pixel_mean" in t2i.registry("metrics").names()
 
 
-@pytest.mark.parametrize("options", [{"hidden": 0}, {"layers": -1}, {"z_dim": "8"}])
-def test_bad_options_are_refused(options):
+@pytest.mark.parametrize(
+    "cls, options",
+    [
+        (TinyMLPConfig, {"hidden": 0}),
+        (TinyMLPConfig, {"layers": -1}),
+        (TinyMLPConfig, {"z_dim": "8"}),
+        (MeanBrightnessConfig, {"per_channel": "yes"}),
+        (PixelMeanConfig, {"samples": 0}),
+        (PixelMeanConfig, {"batch_size": -1}),
+    ],
+)
+def test_bad_options_are_refused(cls, options):
     with pytest.raises(ValueError, match=next(iter(options))):
-        TinyMLPConfig(**options)
+        cls(**options)
 
 
 def step(fake: torch.Tensor, real: torch.Tensor) -> StepOutputs:

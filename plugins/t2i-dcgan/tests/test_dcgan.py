@@ -1,14 +1,14 @@
-"""t2i-dcgan: tiny networks (ngf = ndf = 8) on CPU: shapes, gradients, conditioning, a short training run."""
+"""t2i-dcgan: every variant through the conformance kit (t2i.testing), then what the kit cannot know: the
+architecture (widths, conditional BN, DF-GAN fusion, conditioning augmentation), options and registration."""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 import torch
 
-from t2i.interfaces import DiscOutput
+from t2i.testing import check_discriminator, check_generator, check_training_step
 from t2i_dcgan import (
     DCGANDiscriminator,
     DCGANDiscriminatorConfig,
@@ -52,57 +52,44 @@ def inputs(g, batch=B, seed=0):
     return torch.randn(batch, g.z_dim, generator=gen), torch.randn(batch, TEXT_DIM, generator=gen)
 
 
-def wake_fusion_blocks(g):
-    """Nudge the zero-initialised last layers of the fusion blocks' MLPs: at init they pass no gradient
-    back to the MLPs' first layers (the gradient of a product with a zero weight)."""
-    with torch.no_grad():
-        for m in g.modules():
-            if isinstance(m, Affine):
-                for lin in (m.gamma[-1], m.beta[-1]):
-                    lin.weight.normal_(0.0, 0.05)
-    return g
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
 
 
-# -- shapes and ranges -----------------------------------------------------------------------------------
+# -- the interface contract, for every variant (t2i.testing) ------------------------------------------------
 
 
-@pytest.mark.parametrize("conditioning", G_CONDITIONING)
-@pytest.mark.parametrize("resolution", RESOLUTIONS)
-def test_generator_output(resolution, conditioning):
-    g = make_g(resolution, conditioning=conditioning)
-    assert (g.resolution, g.text_dim, g.z_dim) == (resolution, TEXT_DIM, 100)
-    x = g(*inputs(g))
-    assert x.shape == (B, 3, resolution, resolution)
-    assert torch.isfinite(x).all()
-    assert x.min() >= -1 and x.max() <= 1
+@pytest.mark.parametrize("variant", list(G_VARIANTS))
+def test_generator_conforms(variant):
+    check_generator("dcgan", G_VARIANTS[variant])  # 32, 64 and 128 px, with the registered ngf=8
 
 
 @pytest.mark.parametrize("variant", list(D_VARIANTS))
+def test_discriminator_conforms(variant):
+    check_discriminator("dcgan", D_VARIANTS[variant])
+
+
+@pytest.mark.parametrize(
+    "g_cond, d_variant", [("concat", "concat"), ("cbn", "projection-sn"), ("affine-ca", "projection-sn")]
+)
+def test_trains_with_the_engine(g_cond, d_variant):
+    check_training_step(
+        "dcgan", "dcgan", generator_options=G_VARIANTS[g_cond], discriminator_options=D_VARIANTS[d_variant]
+    )
+
+
+# -- the architecture -------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
-def test_discriminator_output(resolution, variant):
-    d = make_d(resolution, **D_VARIANTS[variant])
-    image = torch.rand(B, 3, resolution, resolution) * 2 - 1
-    text = torch.randn(B, TEXT_DIM)
-    out = d(image, text, mismatched_text=text.roll(1, dims=0))
-    assert isinstance(out, DiscOutput)
-    assert out.logits.shape == (B,) and torch.isfinite(out.logits).all()
-    assert out.mismatched_logits is not None and out.mismatched_logits.shape == (B,)
-    assert not torch.allclose(out.logits, out.mismatched_logits)
+def test_discriminator_features_are_the_trunk_maps_down_to_4x4(resolution):
+    d = make_d(resolution)
+    out = d(torch.rand(B, 3, resolution, resolution) * 2 - 1, torch.randn(B, TEXT_DIM))
     assert len(out.features) == {32: 3, 64: 4, 128: 5}[resolution]
-    assert [f.shape[-1] for f in out.features][-1] == 4  # shallow to deep, ending at the 4x4 map
-    assert d(image, text).mismatched_logits is None
-
-
-@pytest.mark.parametrize("cls", [DCGANGenerator, DCGANDiscriminator])
-@pytest.mark.parametrize("resolution", [16, 48, 256])
-def test_unsupported_resolution(cls, resolution):
-    with pytest.raises(ValueError, match=r"32, 64, 128"):
-        cls(resolution=resolution, text_dim=TEXT_DIM)
+    sizes = [f.shape[-1] for f in out.features]
+    assert sizes == [resolution // 2 ** (i + 1) for i in range(len(sizes))]  # shallow to deep...
+    assert sizes[-1] == 4  # ... ending at the 4x4 map
 
 
 @pytest.mark.parametrize(
@@ -124,44 +111,15 @@ def test_config_validation(cls, options):
         cls(**options)
 
 
-def test_every_config_field_has_help():
-    for cls in (DCGANGeneratorConfig, DCGANDiscriminatorConfig):
-        assert all(f.metadata.get("help") for f in dataclasses.fields(cls)), cls
-
-
 def test_widths_follow_dcgan():
     g, d = make_g(64, ngf=8), make_d(64, ndf=8)
+    assert (g.resolution, g.text_dim, g.z_dim) == (64, TEXT_DIM, 100)
     assert g.fc.out_features == 8 * 8 * 16  # 4x4 map of ngf * 8 at 64 px
     assert [b.conv.out_channels for b in g.blocks] == [32, 16, 8]
     assert [b[0].out_channels for b in d.blocks] == [8, 16, 32, 64]
     assert not isinstance(d.blocks[0][1], torch.nn.BatchNorm2d)  # no norm on the first layer
     assert all(isinstance(b[1], torch.nn.BatchNorm2d) for b in d.blocks[1:])
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in make_d(64, norm="none").modules())
-
-
-# -- gradients, conditioning, state ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "g_cond, d_variant",
-    [
-        ("concat", "concat"),
-        ("cbn", "projection"),
-        ("cbn", "projection-sn"),
-        ("affine", "projection-sn"),
-        ("concat-ca", "concat"),
-        ("affine-ca", "hybrid-sn"),
-    ],
-)
-def test_gradients_reach_every_parameter(g_cond, d_variant):
-    g, d = wake_fusion_blocks(make_g(**G_VARIANTS[g_cond])), make_d(**D_VARIANTS[d_variant])
-    z, text = inputs(g)
-    out = d(g(z, text), text, mismatched_text=text.roll(1, dims=0))
-    (out.logits.mean() + out.mismatched_logits.mean() + sum(f.mean() for f in out.features)).backward()
-    for name, p in [*g.named_parameters(prefix="G"), *d.named_parameters(prefix="D")]:
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
 
 
 def test_cbn_starts_as_plain_batchnorm():
@@ -213,105 +171,6 @@ def test_conditioning_augmentation(conditioning):
     assert g.ca_stats[0].requires_grad  # the KL term trains the CA layer through them
     clone = copy.deepcopy(g)  # a copy leaves the graph-attached statistics behind
     assert clone.ca_stats is None and g.ca_stats is not None
-
-
-@pytest.mark.parametrize(
-    "g_cond, d_variant",
-    [("concat", "concat"), ("cbn", "projection"), ("affine", "projection"), ("affine-ca", "concat")],
-)
-def test_text_conditions_the_output(g_cond, d_variant):
-    g, d = make_g(**G_VARIANTS[g_cond]).eval(), make_d(**D_VARIANTS[d_variant]).eval()
-    z, text = inputs(g)
-    other = torch.randn_like(text)
-    with torch.no_grad():
-        assert not torch.allclose(g(z, text), g(z, other))
-        image = g(z, text)
-        assert not torch.allclose(d(image, text).logits, d(image, other).logits)
-
-
-@pytest.mark.parametrize(
-    "g_cond, d_variant", [("cbn", "concat"), ("concat", "projection-sn"), ("affine-ca", "projection")]
-)
-def test_state_dict_round_trip(g_cond, d_variant):
-    g, d = make_g(**G_VARIANTS[g_cond]), make_d(**D_VARIANTS[d_variant])
-    z, text = inputs(g)
-    g(z, text), d(torch.rand(B, 3, 32, 32), text)  # move BN running stats and SN vectors off their init
-    torch.manual_seed(123)
-    g2, d2 = make_g(**G_VARIANTS[g_cond]), make_d(**D_VARIANTS[d_variant])
-    g2.load_state_dict(g.state_dict())
-    d2.load_state_dict(d.state_dict())
-    for m in (g, d, g2, d2):
-        m.eval()
-    with torch.no_grad():
-        image = g(z, text)
-        assert torch.equal(image, g2(z, text))
-        assert torch.equal(d(image, text).logits, d2(image, text).logits)
-
-
-def test_deterministic_under_manual_seed():
-    def build():
-        torch.manual_seed(7)
-        return make_g(conditioning="cbn"), make_d(**D_VARIANTS["projection-sn"])
-
-    (g1, d1), (g2, d2) = build(), build()
-    z, text = inputs(g1)
-    assert torch.equal(g1(z, text), g2(z, text))
-    image = torch.rand(B, 3, 32, 32)
-    assert torch.equal(d1(image, text).logits, d2(image, text).logits)
-
-
-@pytest.mark.parametrize(
-    "g_cond, d_variant", [("concat", "concat"), ("cbn", "projection-sn"), ("affine-ca", "projection-sn")]
-)
-def test_batch_of_one_eval_autocast_channels_last(g_cond, d_variant):
-    g = make_g(**G_VARIANTS[g_cond]).to(memory_format=torch.channels_last).eval()
-    d = make_d(**D_VARIANTS[d_variant]).to(memory_format=torch.channels_last).eval()
-    z, text = inputs(g, batch=1)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        image = g(z, text)
-        out = d(image.contiguous(memory_format=torch.channels_last), text, mismatched_text=-text)
-    assert image.shape == (1, 3, 32, 32) and torch.isfinite(image.float()).all()
-    assert out.logits.shape == (1,) and out.mismatched_logits.shape == (1,)
-    assert torch.isfinite(out.logits.float()).all()
-    g.train(), d.train()
-    z, text = inputs(g, batch=2)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = d(g(z, text), text)
-    out.logits.float().mean().backward()
-
-
-# -- a tiny training run -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "g_cond, d_variant", [("concat", "concat"), ("cbn", "projection-sn"), ("affine-ca", "projection-sn")]
-)
-def test_few_hinge_steps_stay_finite(g_cond, d_variant):
-    g, d = make_g(**G_VARIANTS[g_cond]), make_d(**D_VARIANTS[d_variant])
-    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.0, 0.9))
-    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.0, 0.9))
-    real = torch.rand(8, 3, 32, 32) * 2 - 1
-    text = torch.randn(8, TEXT_DIM)
-    before = [p.detach().clone() for p in g.parameters()]
-    for _ in range(3):
-        z = torch.randn(8, g.z_dim)
-        out_real = d(real, text, mismatched_text=text.roll(1, dims=0))
-        out_fake = d(g(z, text).detach(), text)
-        loss_d = (
-            torch.relu(1 - out_real.logits).mean()
-            + 0.5 * torch.relu(1 + out_fake.logits).mean()
-            + 0.5 * torch.relu(1 + out_real.mismatched_logits).mean()
-        )
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        loss_g = -d(g(z, text), text).logits.mean()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        assert torch.isfinite(loss_d) and torch.isfinite(loss_g)
-    assert all(torch.isfinite(p).all() for p in [*g.parameters(), *d.parameters()])
-    assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters()))
 
 
 # -- registration ----------------------------------------------------------------------------------------

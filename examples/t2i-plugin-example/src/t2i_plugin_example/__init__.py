@@ -4,15 +4,29 @@ Registers (see :mod:`.plugin`): the generator ``tiny_mlp``, the loss term ``mean
 metric ``pixel_mean``.
 """
 
-from .losses import MeanBrightness, MeanBrightnessConfig
-from .metrics import PixelMean, PixelMeanConfig
-from .models import TinyMLPConfig, TinyMLPGenerator
+from __future__ import annotations
 
-__all__ = [
-    "TinyMLPGenerator",
-    "TinyMLPConfig",
-    "MeanBrightness",
-    "MeanBrightnessConfig",
-    "PixelMean",
-    "PixelMeanConfig",
-]
+import importlib
+from typing import Any
+
+# name -> the submodule that defines it; imported on first use, so loading the plugin loads no network
+_EXPORTS = {
+    "TinyMLPGenerator": "models",
+    "TinyMLPConfig": "models",
+    "MeanBrightness": "losses",
+    "MeanBrightnessConfig": "losses",
+    "PixelMean": "metrics",
+    "PixelMeanConfig": "metrics",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

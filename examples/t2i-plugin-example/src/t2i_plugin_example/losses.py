@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from t2i.interfaces import LossTerm, StepOutputs
+from t2i.options import require_choices
 from torch import Tensor
 
 __all__ = ["MeanBrightnessConfig", "MeanBrightness"]
@@ -22,6 +23,9 @@ class MeanBrightnessConfig:
         default=True,
         metadata={"help": "compare each colour channel's mean (else only the overall brightness)"},
     )
+
+    def __post_init__(self) -> None:
+        require_choices(self)  # per_channel is a bool: "yes" or 1 are refused, naming the field
 
 
 class MeanBrightness(LossTerm):

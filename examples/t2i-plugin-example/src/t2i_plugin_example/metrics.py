@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from t2i.interfaces import CaptionedImages, Metric
+from t2i.options import require_positive
 from torch import Tensor
 
 __all__ = ["PixelMeanConfig", "PixelMean"]
@@ -27,8 +28,7 @@ class PixelMeanConfig:
     batch_size: int = field(default=100, metadata={"help": "captions per call to the generator"})
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or self.batch_size < 1:
-            raise ValueError("samples and batch_size must be >= 1")
+        require_positive(self, "samples", "batch_size")
 
 
 class PixelMean(Metric):

@@ -7,9 +7,11 @@ It will not win any benchmark; it is the smallest generator that honours the con
 
 - built as ``factory(cfg, resolution=R, text_dim=D)``, with the options in a config dataclass whose
   fields carry ``help`` (shown by ``t2i describe generator tiny_mlp``, set with ``-G hidden=128``);
-- supported resolutions declared in the class attribute ``resolutions`` (checked before step 1);
+- supported resolutions declared in the class attribute ``resolutions`` (checked before step 1, and
+  again by :func:`t2i.nn.check_context` when it is built);
 - ``forward(z, text)`` returns ``(B, 3, R, R)`` images in ``[-1, 1]``;
-- bad options raise ``ValueError`` (the engine turns it into a one-line error naming the component).
+- bad options raise ``ValueError`` (:func:`t2i.options.require_positive` writes the message; the engine
+  turns it into a one-line error naming the component).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 from t2i.interfaces import Generator
+from t2i.nn import check_context
+from t2i.options import require_positive
 from torch import Tensor, nn
 
 __all__ = ["TinyMLPConfig", "TinyMLPGenerator"]
@@ -32,10 +36,7 @@ class TinyMLPConfig:
     text_proj_dim: int = field(default=32, metadata={"help": "the text embedding is projected to this size"})
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "z_dim", "text_proj_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        require_positive(self, "hidden", "layers", "z_dim", "text_proj_dim")
 
 
 class TinyMLPGenerator(Generator):
@@ -46,10 +47,7 @@ class TinyMLPGenerator(Generator):
     def __init__(self, cfg: TinyMLPConfig | None = None, *, resolution: int = 32, text_dim: int = 128):
         super().__init__()
         cfg = cfg or TinyMLPConfig()
-        if resolution not in self.resolutions:
-            raise ValueError(
-                f"tiny_mlp supports resolutions {', '.join(map(str, self.resolutions))}; got {resolution!r}"
-            )
+        check_context(type(self), resolution, text_dim)  # a resolution not in `resolutions`: ValueError
         self.cfg, self.resolution, self.text_dim, self.z_dim = cfg, resolution, text_dim, cfg.z_dim
         self.text_proj = nn.Sequential(nn.Linear(text_dim, cfg.text_proj_dim), nn.LeakyReLU(0.2))
         widths = [cfg.z_dim + cfg.text_proj_dim] + [cfg.hidden] * cfg.layers

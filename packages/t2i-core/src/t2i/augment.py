@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .config import AugmentConfig
+from .config import AugmentConfig, parse_policy
 
 __all__ = ["DiffAugment", "OPS", "adjust_color", "translate", "cutout", "parse_policy"]
 
@@ -94,16 +94,8 @@ def _cutout(b: int, h: int, w: int, device: torch.device, ratio: float = 0.5) ->
     return lambda x: cutout(x, top, left, size)
 
 
+# the code of each name in AUGMENT_OPS (the config checks policies against those names)
 OPS: dict[str, Callable[..., Callable[[Tensor], Tensor]]] = {"color": _color, "translation": _translation, "cutout": _cutout}
-
-
-def parse_policy(policy: str) -> list[str]:
-    """``"translation,color"`` -> ``["translation", "color"]`` (order kept); unknown names raise ValueError."""
-    names = [p.strip() for p in policy.split(",") if p.strip()]
-    unknown = [n for n in names if n not in OPS]
-    if unknown:
-        raise ValueError(f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(OPS)}")
-    return names
 
 
 class DiffAugment(nn.Module):

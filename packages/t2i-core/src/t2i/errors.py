@@ -6,7 +6,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["UsageError", "UnknownComponentError", "DuplicateComponentError", "ConfigError"]
+__all__ = ["UsageError", "UnknownComponentError", "DuplicateComponentError", "ConfigError", "RegistrationError"]
 
 
 class UsageError(Exception):
@@ -26,3 +26,9 @@ class UnknownComponentError(UsageError, KeyError):
 
 class DuplicateComponentError(UsageError):
     """Two plugins registered the same name for the same kind of component."""
+
+
+class RegistrationError(UsageError, ValueError):
+    """A plugin registered something t2i cannot use: a bad name, a bad ``"module:Name"`` reference, an
+    instance instead of a class or function, or a config dataclass whose defaults contradict their types.
+    The message names the plugin, the component and, for a config, the field."""

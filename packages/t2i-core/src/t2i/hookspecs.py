@@ -4,14 +4,20 @@ A plugin is a module with ``@t2i.hookimpl`` functions, named by an entry point i
 
     @t2i.hookimpl
     def t2i_register_generators(register):
-        register("sagan", SAGANGenerator, config=SAGANConfig, help="Self-attention generator")
+        register("sagan", "t2i_sagan.models:SAGANGenerator", config="t2i_sagan.models:SAGANGeneratorConfig",
+                 help="Self-attention generator")
 
 ``register(name, factory, *, config=None, help="", **metadata)``: ``factory(cfg, **context)`` builds the
 component from an instance of the ``config`` dataclass (or with no config argument when there is none).
+``factory`` and ``config`` are the objects or, better, ``"package.module:Name"`` references: t2i imports
+them when the component is first built or described, so ``t2i --help`` and ``t2i list`` load no network.
+Keep the plugin module (and its package's ``__init__``) free of heavy imports for the same reason.
+
+A loss's role comes from its class (:func:`t2i.interfaces.loss_role`): an ``AdversarialLoss`` is chosen
+with ``--loss``, any other ``LossTerm`` is added with ``--term``.
 
 Metadata keys t2i reads (all optional):
 
-- ``role``: for losses, ``"adversarial"`` (chosen with ``--loss``) or ``"term"`` (added with ``--term``);
 - ``test_options``: small options for the conformance kit (:mod:`t2i.testing`), e.g. ``{"ngf": 8}``;
 - ``test_evaluate``: for metrics, ``True`` when evaluating is cheap enough for the kit to run it;
 - ``test_generator``, ``test_discriminator``, ``test_generator_options``: for losses that need particular

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,10 @@ __all__ = [
     "NEEDS",
     "check_needs",
     "loss_role",
+    "GOALS",
     "Metric",
+    "ImageSet",
+    "ImageSetMetric",
     "Dataset",
     "CaptionedImages",
 ]
@@ -174,6 +177,8 @@ NEEDS: dict[str, str] = {
     "mismatched": "D also scores the real images against the batch's captions rolled by one",
     "real_in_g_step": "D runs on the real images during the G step too (e.g. feature matching)",
     "real_grad": "the real images require grad, for gradient penalties (R1, MA-GP, WGAN-GP)",
+    "text_grad": "the real batch's text embeddings require grad in D's real pass, so a term can take the gradient "
+                 "of those logits with respect to the text too, with no second pass (MA-GP)",
     "features": "the discriminator must provide intermediate features (DiscOutput.features)",
     "captions": "the caption strings of the batch in StepOutputs.captions (e.g. a CLIP text-image term)",
 }
@@ -197,7 +202,8 @@ class StepOutputs:
     ``None`` in a G step unless a term declared ``needs = {"real_in_g_step"}``). ``adversarial``: the
     run's adversarial loss, so that terms such as the matching-aware one reuse its real/fake functions.
     ``real_images`` / ``fake_images`` are the images before any augmentation (D's outputs are on the
-    augmented ones). ``captions``: the caption string of each image, when a term declared
+    augmented ones). ``text``: the batch's caption embeddings; with ``needs = {"text_grad"}`` they require
+    grad and ``real.logits`` depend on them. ``captions``: the caption string of each image, when a term declared
     ``needs = {"captions"}`` (else ``None``).
     """
 
@@ -220,9 +226,15 @@ class LossTerm(nn.Module, TrainingHooks):
     an unknown word is refused when the term is built. ``generator`` in
     :class:`StepOutputs` gives access to auxiliary outputs a generator keeps (e.g. conditioning
     augmentation's mean and log-variance for its KL term). Factories are called as ``factory(cfg)``.
+
+    ``tuned_for``: the registered names of the discriminators whose scale the term's constants were tuned to
+    (empty: any). A term whose value depends on the size of D's outputs or gradients (DF-GAN's MA-GP, k = 2
+    and p = 6, assumes DF-GAN's D) declares them, and a run that uses it with another discriminator gets a
+    one-line warning before step 1 (:func:`t2i.engine.preflight.tuning_warnings`); nothing is refused.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
+    tuned_for: ClassVar[frozenset[str]] = frozenset()
 
     def d_loss(self, out: StepOutputs) -> Tensor | None:
         return None
@@ -321,6 +333,15 @@ class Dataset(abc.ABC):
 # Metrics
 
 
+# How a metric's figure ranks trials (study reports): its direction, declared by the metric.
+GOALS: dict[str, str] = {
+    "max": "higher is better",
+    "min": "lower is better",
+    "one": "closest to 1 is best",
+    "none": "descriptive: shown, never ranked",
+}
+
+
 class Metric(abc.ABC):
     """A number about a generator, with the protocol that produced it. Factories: ``factory(cfg)``.
 
@@ -328,10 +349,57 @@ class Metric(abc.ABC):
     it returns ``{key: value}`` plus whatever protocol fields (sample counts, extractor, seeds) make the
     figure reproducible, under the key ``"protocol"``. Keys are logged as given when they contain a ``/``
     (``"shapes_accuracy/colour"``) or equal the metric's name (its headline figure, ``"fid"``), else as
-    ``"<metric name>/<key>"`` (``"kid/std"``).
+    ``"<metric name>/<key>"`` (``"kid/std"``); start every key with the metric's name so that a logged key
+    can be traced back to the metric that produced it.
+
+    Which value is better is declared, never guessed from a name: :attr:`higher_is_better` for all keys,
+    and :attr:`goals` for the keys that differ, by their logged name without a ``/seen`` or ``/unseen``
+    subset (``{"diversity/collapse_score": "one"}``; the words are those of :data:`GOALS`). Spreads
+    (``kid/std``) and figures of the real images (``.../real``) are never ranked
+    (:mod:`t2i.metrics.keys`).
     """
 
     higher_is_better: ClassVar[bool] = True
+    goals: ClassVar[Mapping[str, str]] = {}
 
     @abc.abstractmethod
     def evaluate(self, generate: Any, reference: CaptionedImages) -> dict[str, Any]: ...
+
+
+@dataclass
+class ImageSet:
+    """``count`` images, yielded by ``batches(batch_size)`` as uint8 ``(B, H, W, 3)``; ``identity`` says which.
+
+    ``identity`` is JSON-able and precise enough to key a cache (a data set split's info and the sha256 of
+    its pixels; a folder's path and the sha256 of its files). Built by :mod:`t2i.metrics.image_sets`.
+    """
+
+    identity: dict[str, Any]
+    count: int
+    _batches: Callable[[int], Iterator[Tensor]]
+
+    def batches(self, batch_size: int) -> Iterator[Tensor]:
+        return self._batches(batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        """The identity without hashes, for a protocol."""
+        return {k: v for k, v in self.identity.items() if not k.endswith("sha256")} | {"count": self.count}
+
+
+class ImageSetMetric(Metric):
+    """A metric that compares two sets of images and so also works without a generator (FID, KID, IS, PRC,
+    FD-DINOv2): ``t2i eval FOLDER --reference ...`` calls :meth:`compare` on image folders, and
+    :meth:`evaluate` usually generates the images and calls it too.
+
+    :attr:`needs_reference`: ``False`` for a metric of the images alone (IS), which is then given ``None``.
+    """
+
+    needs_reference: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def compare(self, images: ImageSet, reference: ImageSet | None, *, cache_images: bool = False) -> dict[str, Any]:
+        """The metric of ``images`` against ``reference``: ``{key: value, "protocol": {...}}``.
+
+        ``cache_images``: the images are files on disk (identified by their hash), so their features may be
+        cached like the reference's; generated images are not.
+        """

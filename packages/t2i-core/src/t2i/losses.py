@@ -5,8 +5,9 @@ An adversarial loss spells the GAN objective as three functions of logits (``d_r
 discriminator loss is ``adversarial.d_loss + sum(weight_i * term_i.d_loss)``, and the same for G.
 
 Gradient penalties take gradients of D's logits with respect to its inputs and compute their norms in
-float32, so they are safe under bf16 autocast. They are called outside the engine's autocast context, so
-a penalty that re-runs D (``ma_gp`` with a frozen text encoder, ``wgan_gp``) runs it in float32.
+float32, so they are safe under bf16 autocast. R1 and MA-GP differentiate the logits of D's real pass of
+the step (``needs`` ``real_grad``, and ``text_grad`` for MA-GP); they are called outside the engine's
+autocast context, so a penalty that re-runs D (``wgan_gp``) runs it in float32.
 """
 
 from __future__ import annotations
@@ -232,8 +233,8 @@ class R1Penalty(LossTerm):
 
 @dataclass
 class MAGPConfig:
-    k: float = field(default=2.0, metadata={"help": "scale of the penalty (DF-GAN: 2)"})
-    p: float = field(default=6.0, metadata={"help": "power of the gradient norm (DF-GAN: 6)"})
+    k: float = field(default=2.0, metadata={"help": "scale of the penalty (DF-GAN: 2, tuned for DF-GAN's D)"})
+    p: float = field(default=6.0, metadata={"help": "power of the gradient norm (DF-GAN: 6; the penalty grows as norm^p)"})
 
     def __post_init__(self) -> None:
         if self.k <= 0 or self.p <= 0:
@@ -244,13 +245,25 @@ class MatchingAwareGradientPenalty(LossTerm):
     """D term: DF-GAN's matching-aware zero-centred gradient penalty, ``k * E[||grad_(x, e) D(x, e)||^p]``.
 
     ``x`` are the real images and ``e`` their own (matched) caption embeddings; the gradient is taken with
-    respect to both, concatenated per sample, as in DF-GAN (k = 2, p = 6). When the embeddings already
-    require grad (a text encoder trained with D), D's logits on the real batch are reused; when they do not
-    (a frozen encoder), D is re-run on the real images with a copy of the embeddings that requires grad,
-    so the text gradient is always included. The term's weight multiplies the whole (DF-GAN: weight 1).
+    respect to both, concatenated per sample, as in DF-GAN (k = 2, p = 6). The term's weight multiplies the
+    whole (DF-GAN: weight 1).
+
+    One definition, whatever the text encoder: the logits are those of D's real pass of the step, the one
+    the adversarial loss scores (with DiffAugment, on the augmented images; the gradient is with respect to
+    the un-augmented ones, through the augmentation, as for R1). DF-GAN computes it on the same real batch
+    D scored, and so D runs once on it. The engine provides the gradient path (``needs = {"real_grad",
+    "text_grad"}``): the real images, and the text embeddings of a frozen encoder, require grad before that
+    pass (a trainable encoder's embeddings already do).
+
+    Scale: k = 2 and p = 6 were tuned for DF-GAN's discriminator, whose input-gradient norms stay near 1,
+    where ``norm^6`` is mild. With a discriminator whose gradient norms are larger (a DCGAN or SAGAN D
+    without DF-GAN's design: 3 to 30 at initialisation) the penalty is ``2 * 3^6`` to ``2 * 30^6`` (1e3 to
+    1e9) and the run explodes. Hence ``tuned_for = {"dfgan"}``: with another discriminator the run warns
+    before step 1; lower the weight, k or p (p = 2 is R1-like) for those networks.
     """
 
-    needs = frozenset({"real_grad"})
+    needs = frozenset({"real_grad", "text_grad"})
+    tuned_for = frozenset({"dfgan"})
 
     def __init__(self, cfg: MAGPConfig | None = None):
         super().__init__()
@@ -259,15 +272,10 @@ class MatchingAwareGradientPenalty(LossTerm):
 
     def d_loss(self, out: StepOutputs) -> Tensor:
         real = _real_images_with_grad(out, "ma_gp")
-        text = out.text
-        if text.requires_grad:
-            logits = out.real.logits
-        else:
-            if out.discriminator is None:
-                raise UsageError("loss term 'ma_gp' needs the discriminator in the step's outputs")
-            text = text.detach().requires_grad_(True)
-            logits = out.discriminator(real, text).logits
-        return self.k * _input_grad_norms(logits, (real, text)).pow(self.p).mean()
+        if not out.text.requires_grad:
+            raise UsageError("loss term 'ma_gp' needs text embeddings that require grad in D's real pass "
+                             "(needs = {'text_grad'})")
+        return self.k * _input_grad_norms(out.real.logits, (real, out.text)).pow(self.p).mean()
 
 
 class WGANGradientPenalty(LossTerm):

@@ -7,6 +7,7 @@ so a string ``"64"`` and a TOML ``64`` give the same ``int``, and ``"sixty"`` fa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
@@ -15,7 +16,7 @@ from .errors import ConfigError
 
 __all__ = [
     "coerce", "build_config", "parse_assignments", "describe_fields", "config_to_dict", "require_positive",
-    "require_non_negative",
+    "require_non_negative", "require_choices", "check_config_class",
 ]
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -143,7 +144,7 @@ def build_config(cls: type, values: Mapping[str, Any] | None = None, prefix: str
 
         key = unknown[0]
         close = difflib.get_close_matches(key, list(fields), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = f"; did you mean '{close[0]}'?" if close else ";"
         raise ConfigError(f"unknown key '{prefix}{key}'{hint} valid keys: {', '.join(sorted(fields))}")
     kwargs = {name: coerce(f"{prefix}{name}", value, hints[name]) for name, value in values.items()}
     try:
@@ -198,6 +199,63 @@ def describe_fields(cls: type | None) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def check_config_class(cls: Any) -> None:
+    """Refuse a config that cannot work: not a dataclass class, unresolvable annotations, or a default that
+    contradicts its annotation (``ngf: int = 16.0``, a ``Literal`` default outside its choices).
+
+    Raises ``TypeError`` with one line naming the field; :class:`t2i.registry.Registry` adds the plugin and
+    the component."""
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        what = f"an instance of {type(cls).__name__}" if dataclasses.is_dataclass(cls) else repr(cls)
+        raise TypeError(f"config must be a dataclass class, got {what}")
+    try:
+        hints = get_type_hints(cls)
+    except Exception as exc:  # a NameError from a forward reference, usually
+        raise TypeError(f"config {cls.__name__}: its annotations cannot be resolved ({exc})") from None
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            continue
+        if not _matches(default, hints[f.name]):
+            raise TypeError(f"config {cls.__name__}, field '{f.name}': default {default!r} is not "
+                            f"{_type_name(hints[f.name])}")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether ``value`` already is a ``tp`` (no conversion: ``16.0`` is not an ``int``)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any or isinstance(tp, typing.TypeVar):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is None or tp is type(None):
+        return value is None
+    if origin is Literal:
+        return any(value == c and type(value) is type(c) for c in args)
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, Mapping) and (len(args) != 2 or all(_matches(v, args[1]) for v in value.values()))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:  # an int is a fine float (PEP 484's numeric tower)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # an annotation this check does not understand: trust it
+
+
 def require_positive(cfg: object, *names: str) -> None:
     """For a config's ``__post_init__``: each named field is an integer >= 1 (``ValueError`` naming it)."""
     _require_int(cfg, names, 1, "a positive integer")
@@ -213,3 +271,44 @@ def _require_int(cfg: object, names: tuple[str, ...], minimum: int, what: str) -
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def require_choices(cfg: object, *names: str) -> None:
+    """For a config's ``__post_init__``: each ``Literal[...]`` field holds one of its values, each ``bool``
+    field is ``True`` or ``False`` (``ValueError`` naming the field).
+
+    The choices are read from the field's annotation, so they are written once::
+
+        conditioning: Literal["concat", "projection"] = field(default="concat", metadata={"help": ...})
+        spectral_norm: bool = field(default=False, metadata={"help": ...})
+
+        def __post_init__(self) -> None:
+            require_choices(self)            # every Literal and bool field; or name some: (self, "norm")
+
+    Values that come through the registry (``-D conditioning=projection``, TOML) are converted and checked
+    by :func:`build_config` already; this also catches a config built directly in Python.
+    """
+    declared = _choice_fields(type(cfg))
+    for name in names or tuple(declared):
+        if name not in declared:
+            raise TypeError(f"{type(cfg).__name__}.{name} is not declared as a Literal[...] or bool field")
+        choices, value = declared[name], getattr(cfg, name)
+        if choices is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+        elif not any(value == c and type(value) is type(c) for c in choices):  # True is not Literal[1]
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+@functools.cache
+def _choice_fields(cls: type) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` declared ``bool`` (-> ``bool``) or ``Literal[...]`` (-> its values)."""
+    hints = get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if tp is bool:
+            out[f.name] = bool
+        elif get_origin(tp) is Literal:
+            out[f.name] = get_args(tp)
+    return out

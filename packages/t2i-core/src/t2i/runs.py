@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
-from .config import ExperimentConfig, load_toml, merge, resolve
-from .engine.checkpoint import latest_checkpoint, load_checkpoint
+from .config import ExperimentConfig, layer, load_toml, resolve
+from .config_tree import flatten
+from .engine.checkpoint import latest_checkpoint, load_checkpoint, sampling_weights
 from .engine.components import build_generator, build_text_encoder
+from .data.splits import load_split
 from .engine.grid import image_grid
 from .device import pick_device
 from .engine.trainer import RunResult, Trainer
 from .errors import UsageError
 from .interfaces import Generator, TextEncoder
+
+if TYPE_CHECKING:
+    from .engine.distributed import DistContext
 
 __all__ = ["configure", "resume_config", "new_run_dir", "train", "Sampler", "evaluate_checkpoint", "RESUMABLE_KEYS"]
 
@@ -37,17 +41,7 @@ RESUMABLE_KEYS = frozenset(
 def configure(config: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
     """Defaults < TOML file ``config`` < ``overrides`` (a raw tree, e.g. from CLI flags)."""
     raw = load_toml(config) if config else {}
-    return resolve(merge(raw, overrides or {}))
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return resolve(layer(raw, overrides or {}))
 
 
 def resume_config(run_dir: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
@@ -58,8 +52,8 @@ def resume_config(run_dir: str | Path, overrides: Mapping[str, Any] | None = Non
     if latest_checkpoint(run / "checkpoints") is None:
         raise UsageError(f"{run} has no checkpoint to resume from; start it again with t2i run --config {run / 'config.toml'}")
     saved = resolve(load_toml(run / "config.toml"))
-    wanted = resolve(merge(load_toml(run / "config.toml"), overrides or {}))
-    before, after = _flatten(saved.to_dict()), _flatten(wanted.to_dict())
+    wanted = resolve(layer(load_toml(run / "config.toml"), overrides or {}))
+    before, after = flatten(saved.to_dict(), empty_tables=False), flatten(wanted.to_dict(), empty_tables=False)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in RESUMABLE_KEYS)
     if changed:
         k = changed[0]
@@ -88,27 +82,49 @@ def new_run_dir(cfg: ExperimentConfig, out: str | Path | None = None, root: str 
     return path
 
 
-def train(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> RunResult:
-    """Train (or continue training) ``cfg`` in ``run_dir``.
+def train(
+    cfg: ExperimentConfig,
+    run_dir: str | Path | Callable[[], str | Path],
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    tensorboard: bool = True,
+    on_start: Callable[[Trainer, DistContext], None] | None = None,
+) -> RunResult:
+    """Train (or, with ``resume``, continue training) ``cfg`` in ``run_dir``: what ``t2i run`` and every trial
+    of ``t2i study`` do.
 
     Started by torchrun (``torchrun --nproc_per_node=N script.py``), each process joins the process group
     and trains its share of every batch; all of them return the same status, rank 0 writes the run folder.
+    ``run_dir`` may be a function that names a new folder (``lambda: new_run_dir(cfg)``): rank 0 calls it
+    and every rank uses its answer. ``on_start(trainer, ctx)`` runs on every rank once the trainer is built
+    (restored, on resume) and before the first step, e.g. to announce the run (``ctx.is_main``: rank 0).
+    A failed collective raises :class:`t2i.engine.distributed.RankFailure`.
     """
     from .engine import distributed
 
     with distributed.session(cfg.train.device) as ctx:
-        return Trainer(cfg, run_dir, resume=resume, quiet=quiet, rank=ctx.rank, world_size=ctx.world_size).fit()
+        folder = distributed.decided_by_rank_zero(run_dir) if callable(run_dir) else run_dir
+        trainer = Trainer(cfg, folder, resume=resume, quiet=quiet, rank=ctx.rank, world_size=ctx.world_size,
+                          tensorboard=tensorboard)
+        if on_start is not None:
+            on_start(trainer, ctx)
+        return trainer.fit()
 
 
 @dataclasses.dataclass
 class Sampler:
-    """A trained generator and its text encoder, loaded from a run folder or a checkpoint folder."""
+    """A trained generator and its text encoder, loaded from a run folder or a checkpoint folder.
+
+    ``weights``: which saved generator was loaded: ``generator_ema`` (the EMA of G, when the run kept one
+    and ``ema`` was asked for) or ``generator``."""
 
     generator: Generator
     text_encoder: TextEncoder
     config: ExperimentConfig
     checkpoint: Path
     device: torch.device
+    weights: str = "generator"
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto", ema: bool = True) -> "Sampler":
@@ -125,9 +141,9 @@ class Sampler:
         encoder.load_extra_state(ckpt.meta.get("text_encoder", {}))
         encoder.load_state_dict(ckpt.weights["text_encoder"])
         generator, _ = build_generator(cfg, encoder.dim)
-        key = "generator_ema" if ema and "generator_ema" in ckpt.weights else "generator"
+        key = sampling_weights(ckpt.weights, ema=ema)
         generator.load_state_dict(ckpt.weights[key])
-        return cls(generator.to(dev).eval(), encoder.to(dev).eval(), cfg, ckpt_dir, dev)
+        return cls(generator.to(dev).eval(), encoder.to(dev).eval(), cfg, ckpt_dir, dev, key)
 
     @torch.no_grad()
     def generate(self, captions: list[str], n: int = 1, seed: int = 0) -> torch.Tensor:
@@ -180,18 +196,14 @@ def evaluate_checkpoint(
     ref_split = split or cfg.eval.split
     if ref_split not in dataset.splits:
         raise UsageError(f"data set '{cfg.data.name}' has no split '{ref_split}'; splits: {', '.join(dataset.splits)}")
-    reference = dataset.load(ref_split, cfg.data.resolution)
+    reference = load_split(dataset, ref_split, cfg.data.resolution)
     values, protocols = evaluate(built, sampler.generator, sampler.text_encoder, reference, sampler.device, seed=seed)
     return {
         "checkpoint": str(sampler.checkpoint),
-        "weights": "generator_ema" if ema else "generator",
+        "weights": sampler.weights,
         "split": ref_split,
         "seed": seed,
         "values": values,
         "protocol": protocols,
         "versions": {"t2i": __version__, "torch": torch.__version__},
     }
-
-
-def slug(text: str, limit: int = 48) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "sample"

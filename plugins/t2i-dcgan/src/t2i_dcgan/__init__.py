@@ -1,17 +1,31 @@
-"""Text-conditional DCGAN for t2i: a GAN-INT-CLS generator and discriminator, registered as ``dcgan``."""
+"""Text-conditional DCGAN for t2i: a GAN-INT-CLS generator and discriminator, registered as ``dcgan``.
 
-from .models import (
-    CondBatchNorm2d,
-    DCGANDiscriminator,
-    DCGANDiscriminatorConfig,
-    DCGANGenerator,
-    DCGANGeneratorConfig,
-)
+The names below are imported on first use, so loading the plugin (``t2i --help``, ``t2i list``) does
+not import the networks.
+"""
 
-__all__ = [
-    "DCGANGenerator",
-    "DCGANGeneratorConfig",
-    "DCGANDiscriminator",
-    "DCGANDiscriminatorConfig",
-    "CondBatchNorm2d",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the submodule that defines it
+_EXPORTS = {
+    "DCGANGenerator": "models",
+    "DCGANGeneratorConfig": "models",
+    "DCGANDiscriminator": "models",
+    "DCGANDiscriminatorConfig": "models",
+    "CondBatchNorm2d": "models",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

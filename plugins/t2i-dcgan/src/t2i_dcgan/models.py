@@ -5,7 +5,8 @@ BatchNorm + ReLU -> ConvTranspose to 3 channels + tanh. How the text conditions 
 (``conditioning``):
 
 - ``"concat"`` (GAN-INT-CLS, Reed et al. 2016): ``c`` enters at the input only;
-- ``"cbn"``: every BatchNorm is also modulated per channel by ``c`` (conditional batch norm);
+- ``"cbn"``: every BatchNorm is also modulated per channel by ``c`` (conditional batch norm,
+  :class:`t2i.nn.CondBatchNorm2d`);
 - ``"affine"`` (DF-GAN's fusion block, Tao et al. 2022): no BatchNorm; every feature map, from the 4x4
   one to the last hidden one, goes through two ``x * (1 + gamma(c)) + beta(c)`` + LeakyReLU(0.2) layers
   whose gamma and beta are small MLPs of ``c`` (:class:`FusionBlock`).
@@ -18,8 +19,9 @@ core's ``ca_kl`` loss term.
 Discriminator: a conv(4, 2, 1) trunk down to 4x4 (:meth:`image_features`) and a text-conditional head
 (:meth:`condition`): GAN-INT-CLS concatenation, or the projection head of Miyato & Koyama (2018).
 
-Widths double per resolution step: G's last hidden layer has ``ngf`` channels and D's first has ``ndf``,
-so at 64 px the 4x4 maps have ``ngf * 8`` / ``ndf * 8`` channels (``* 4`` at 32 px, ``* 16`` at 128 px).
+Widths double per resolution step (:func:`t2i.nn.doubling_width`): G's last hidden layer has ``ngf``
+channels and D's first has ``ndf``, so at 64 px the 4x4 maps have ``ngf * 8`` / ``ndf * 8`` channels
+(``* 4`` at 32 px, ``* 16`` at 128 px).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from t2i.interfaces import Discriminator, Generator
-from t2i.options import require_non_negative as _non_negative
-from t2i.options import require_positive as _positive
+from t2i.nn import CondBatchNorm2d, batch_norm, check_context, doubling_width, map_sizes, trunk_features
+from t2i.options import require_choices, require_non_negative, require_positive
 
 __all__ = [
     "DCGANGeneratorConfig",
@@ -46,12 +48,6 @@ __all__ = [
     "Affine",
     "FusionBlock",
 ]
-
-
-def _one_of(cfg: object, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(cfg, name)
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 @dataclass
@@ -77,9 +73,9 @@ class DCGANGeneratorConfig:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "ngf", "z_dim", "text_proj_dim")
-        _non_negative(self, "ca_dim")
-        _one_of(self, "conditioning", ("concat", "cbn", "affine"))
+        require_positive(self, "ngf", "z_dim", "text_proj_dim")
+        require_non_negative(self, "ca_dim")
+        require_choices(self)
 
 
 @dataclass
@@ -103,21 +99,8 @@ class DCGANDiscriminatorConfig:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "ndf", "text_proj_dim")
-        _one_of(self, "norm", ("batch", "none"))
-        _one_of(self, "conditioning", ("concat", "projection", "hybrid"))
-        if not isinstance(self.spectral_norm, bool):
-            raise ValueError(f"spectral_norm must be true or false, got {self.spectral_norm!r}")
-
-
-def _check_resolution(cls: type, resolution: int, text_dim: int) -> int:
-    if resolution not in cls.resolutions:
-        raise ValueError(
-            f"{cls.__name__} supports resolutions {', '.join(map(str, cls.resolutions))}; got {resolution!r}"
-        )
-    if isinstance(text_dim, bool) or not isinstance(text_dim, int) or text_dim < 1:
-        raise ValueError(f"{cls.__name__}: text_dim must be a positive integer, got {text_dim!r}")
-    return int(math.log2(resolution // 4))  # number of x2 steps between 4x4 and R
+        require_positive(self, "ndf", "text_proj_dim")
+        require_choices(self)
 
 
 def _init_dcgan(m: nn.Module) -> None:
@@ -129,7 +112,7 @@ def _init_dcgan(m: nn.Module) -> None:
     elif isinstance(m, nn.BatchNorm2d) and m.affine:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
-    elif isinstance(m, CondBatchNorm2d):  # apply() visits children first, so this overrides their init
+    elif isinstance(m, CondBatchNorm2d):  # apply() visits children first: gamma and beta back to zero
         for lin in (m.gamma, m.beta):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -141,30 +124,6 @@ def _init_dcgan(m: nn.Module) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Generator
-
-
-class CondBatchNorm2d(nn.Module):
-    """BatchNorm without affine, then ``(1 + gamma(c)) * x + beta(c)``; gamma and beta start at zero."""
-
-    def __init__(self, channels: int, cond_dim: int):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gamma = nn.Linear(cond_dim, channels)
-        self.beta = nn.Linear(cond_dim, channels)
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return self.bn(x) * (1 + self.gamma(c)[:, :, None, None]) + self.beta(c)[:, :, None, None]
-
-
-class _BatchNorm2d(nn.BatchNorm2d):
-    """Plain BatchNorm with the conditional one's signature (``c`` is ignored)."""
-
-    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return super().forward(x)
-
-
-def _g_norm(channels: int, cond_dim: int | None) -> nn.Module:
-    return _BatchNorm2d(channels) if cond_dim is None else CondBatchNorm2d(channels, cond_dim)
 
 
 class Affine(nn.Module):
@@ -208,7 +167,7 @@ class _UpBlock(nn.Module):
             assert cond_dim is not None
             self.fuse = FusionBlock(out_ch, cond_dim)
         else:
-            self.norm = _g_norm(out_ch, cond_dim)
+            self.norm = batch_norm(out_ch, cond_dim)
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         x = self.conv(x)
@@ -238,13 +197,14 @@ class DCGANGenerator(Generator):
     ) -> None:
         super().__init__()
         cfg = cfg or DCGANGeneratorConfig()
-        n_up = _check_resolution(type(self), resolution, text_dim)
+        check_context(type(self), resolution, text_dim)
         self.cfg, self.resolution, self.text_dim, self.z_dim = cfg, resolution, text_dim, cfg.z_dim
         self.ca_stats: tuple[Tensor, Tensor] | None = None
         cond_dim = cfg.z_dim + (cfg.ca_dim or cfg.text_proj_dim)
         cbn = cond_dim if cfg.conditioning == "cbn" else None
         self.fused = cfg.conditioning == "affine"
-        widths = [cfg.ngf * 2 ** i for i in reversed(range(n_up))]  # 4x4 ... R/2, e.g. 8, 4, 2, 1 x ngf
+        # the maps from 4x4 to R/2: 8, 4, 2, 1 x ngf at 64 px
+        widths = [doubling_width(cfg.ngf, resolution, r) for r in map_sizes(resolution)[:-1]]
 
         # without CA, 'concat' and 'cbn' create (and so initialise) their modules in the original order
         if cfg.ca_dim:
@@ -255,7 +215,7 @@ class DCGANGenerator(Generator):
         if self.fused:
             self.fc_fuse = FusionBlock(widths[0], cond_dim)
         else:
-            self.fc_norm = _g_norm(widths[0], cbn)
+            self.fc_norm = batch_norm(widths[0], cbn)
         self.blocks = nn.ModuleList(
             _UpBlock(i, o, cond_dim if self.fused else cbn, fuse=self.fused)
             for i, o in zip(widths[:-1], widths[1:])
@@ -312,9 +272,10 @@ class DCGANDiscriminator(Discriminator):
     ) -> None:
         super().__init__()
         cfg = cfg or DCGANDiscriminatorConfig()
-        n_down = _check_resolution(type(self), resolution, text_dim)
+        check_context(type(self), resolution, text_dim)
         self.cfg, self.resolution, self.text_dim = cfg, resolution, text_dim
-        widths = [cfg.ndf * 2 ** i for i in range(n_down)]  # R/2 ... 4x4, e.g. 1, 2, 4, 8 x ndf
+        # the maps from R/2 to 4x4: 1, 2, 4, 8 x ndf at 64 px
+        widths = [doubling_width(cfg.ndf, resolution, r) for r in map_sizes(resolution)[-2::-1]]
         batch = cfg.norm == "batch"
         self.blocks = nn.ModuleList(
             _down(i, o, norm=batch and k > 0) for k, (i, o) in enumerate(zip([3] + widths[:-1], widths))
@@ -336,12 +297,7 @@ class DCGANDiscriminator(Discriminator):
                 _spectral_norm(m)
 
     def image_features(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
-        features = []
-        h = image
-        for block in self.blocks:
-            h = block(h)
-            features.append(h)
-        return h, features
+        return trunk_features(image, self.blocks)
 
     def condition(self, h: Tensor, text: Tensor) -> Tensor:
         """``concat`` sees where things are (its last conv spans the 4x4 map); ``projection`` pools over

@@ -1,5 +1,28 @@
-"""t2i-minilm: the ``minilm`` text encoder, a frozen sentence-transformers model (all-MiniLM-L6-v2 by default)."""
+"""t2i-minilm: the ``minilm`` text encoder, a frozen sentence-transformers model (all-MiniLM-L6-v2 by default).
 
-from .encoder import MiniLMConfig, MiniLMEncoder
+The names below are imported on first use, so loading the plugin (``t2i --help``, ``t2i list``) does
+not import the networks.
+"""
 
-__all__ = ["MiniLMConfig", "MiniLMEncoder"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the submodule that defines it
+_EXPORTS = {
+    "MiniLMConfig": "encoder",
+    "MiniLMEncoder": "encoder",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from t2i.errors import UsageError
 from t2i.interfaces import TextEncoder
+from t2i.options import require_choices
 
 __all__ = ["MiniLMConfig", "MiniLMEncoder", "BUNDLED"]
 
@@ -33,8 +34,7 @@ class MiniLMConfig:
     device: str = field(default="cpu", metadata={"help": "device the sentence-transformers model runs on (cpu, cuda, cuda:1, mps)"})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.normalize, bool):
-            raise ValueError(f"normalize must be true or false, got {self.normalize!r}")
+        require_choices(self)
         if not self.device:
             raise ValueError("device must not be empty (e.g. cpu or cuda)")
 

@@ -1,24 +1,36 @@
-"""Progressive growing (Karras et al. 2018) for t2i: generator and discriminator ``progressive``."""
+"""Progressive growing (Karras et al. 2018) for t2i: generator and discriminator ``progressive``.
 
-from .models import (
-    EqualizedConv2d,
-    EqualizedLinear,
-    ProgressiveDiscriminator,
-    ProgressiveDiscriminatorConfig,
-    ProgressiveGenerator,
-    ProgressiveGeneratorConfig,
-)
-from .schedule import FULLY_GROWN, GrowthClock, GrowthSchedule, stage_resolutions
+The names below are imported on first use, so loading the plugin (``t2i --help``, ``t2i list``) does
+not import the networks.
+"""
 
-__all__ = [
-    "ProgressiveGenerator",
-    "ProgressiveGeneratorConfig",
-    "ProgressiveDiscriminator",
-    "ProgressiveDiscriminatorConfig",
-    "GrowthSchedule",
-    "GrowthClock",
-    "FULLY_GROWN",
-    "stage_resolutions",
-    "EqualizedConv2d",
-    "EqualizedLinear",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the submodule that defines it
+_EXPORTS = {
+    "ProgressiveGenerator": "models",
+    "ProgressiveGeneratorConfig": "models",
+    "ProgressiveDiscriminator": "models",
+    "ProgressiveDiscriminatorConfig": "models",
+    "GrowthSchedule": "schedule",
+    "GrowthClock": "schedule",
+    "FULLY_GROWN": "schedule",
+    "stage_resolutions": "schedule",
+    "EqualizedConv2d": "models",
+    "EqualizedLinear": "models",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.interfaces import Discriminator, Generator
-from t2i.options import require_positive as _positive
+from t2i.nn import check_context, doubling_width, doublings, map_sizes
+from t2i.options import require_non_negative, require_positive
 
 from .schedule import FULLY_GROWN, GrowthClock, GrowthSchedule, stage_resolutions
 
@@ -55,7 +56,7 @@ class ProgressiveGeneratorConfig(GrowthSchedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "ch", "z_dim", "text_proj_dim")
+        require_positive(self, "ch", "z_dim", "text_proj_dim")
 
 
 @dataclass
@@ -65,9 +66,8 @@ class ProgressiveDiscriminatorConfig(GrowthSchedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "ch")
-        if isinstance(self.mbstd_group, bool) or not isinstance(self.mbstd_group, int) or self.mbstd_group < 0:
-            raise ValueError(f"mbstd_group must be an integer >= 0, got {self.mbstd_group!r}")
+        require_positive(self, "ch")
+        require_non_negative(self, "mbstd_group")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,13 +194,6 @@ def minibatch_stddev(x: Tensor, group: int) -> Tensor:
 # What both networks share: the target, the stages, the clock
 
 
-def _check_target(cls: type, resolution: int, text_dim: int) -> None:
-    if resolution not in RESOLUTIONS:
-        raise ValueError(f"{cls.__name__} supports resolutions {', '.join(map(str, RESOLUTIONS))}; got {resolution!r}")
-    if isinstance(text_dim, bool) or not isinstance(text_dim, int) or text_dim < 1:
-        raise ValueError(f"{cls.__name__}: text_dim must be a positive integer, got {text_dim!r}")
-
-
 class _Growing:
     """Stage bookkeeping for a network grown by a :class:`GrowthSchedule` up to ``self.resolution``.
 
@@ -215,16 +208,18 @@ class _Growing:
     def _init_growth(self, schedule: GrowthSchedule, resolution: int) -> None:
         self.schedule = GrowthSchedule(schedule.start_resolution, schedule.images_per_phase)
         self.stage_resolutions = stage_resolutions(self.schedule, resolution)  # ValueError: start > target
-        self.levels = int(math.log2(resolution // 4))
-        self.start_level = int(math.log2(self.stage_resolutions[0] // 4))
+        self.levels = doublings(resolution)
+        self.start_level = doublings(self.stage_resolutions[0])
         self._clock = GrowthClock(FULLY_GROWN, *self.schedule.at(FULLY_GROWN, resolution))
 
     def _set_clock(self, images_seen: int) -> None:
         stage, alpha = self.schedule.at(int(images_seen), self.resolution)  # ValueError when negative
         self._clock.images_seen, self._clock.stage, self._clock.alpha = int(images_seen), stage, alpha
 
-    def _width(self, ch: int, res: int) -> int:
-        return ch * min(8, self.resolution // res)
+    def _widths(self, ch: int) -> list[int]:
+        """Channels of the map at each level: ``ch`` at R, doubled per halving, at most ``8 * ch``."""
+        r = self.resolution
+        return [doubling_width(ch, r, size, base_size=r, max_multiple=8) for size in map_sizes(r)]
 
     # -- the hook and what it sets ------------------------------------------------------------------
     def on_train_step(self, step: int, images_seen: int) -> None:
@@ -278,11 +273,11 @@ class ProgressiveGenerator(_Growing, Generator):
     ) -> None:
         super().__init__()
         cfg = cfg or ProgressiveGeneratorConfig()
-        _check_target(type(self), resolution, text_dim)
+        check_context(type(self), resolution, text_dim)
         self.cfg, self.resolution, self.text_dim, self.z_dim = cfg, resolution, text_dim, cfg.z_dim
         self._init_growth(cfg, resolution)
         cond_dim = cfg.z_dim + cfg.text_proj_dim
-        widths = [self._width(cfg.ch, 4 * 2**level) for level in range(self.levels + 1)]
+        widths = self._widths(cfg.ch)
 
         self.text_proj = EqualizedLinear(text_dim, cfg.text_proj_dim)
         self.base = _GBase(cond_dim, widths[0])
@@ -323,10 +318,10 @@ class ProgressiveDiscriminator(_Growing, Discriminator):
     ) -> None:
         super().__init__()
         cfg = cfg or ProgressiveDiscriminatorConfig()
-        _check_target(type(self), resolution, text_dim)
+        check_context(type(self), resolution, text_dim)
         self.cfg, self.resolution, self.text_dim = cfg, resolution, text_dim
         self._init_growth(cfg, resolution)
-        widths = [self._width(cfg.ch, 4 * 2**level) for level in range(self.levels + 1)]
+        widths = self._widths(cfg.ch)
         ch = widths[0]
 
         self.from_rgb = nn.ModuleList(

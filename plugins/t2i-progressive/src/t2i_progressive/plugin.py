@@ -5,18 +5,15 @@ kit, which drives progressive networks through ``on_train_step`` at images_seen 
 1000, 3162, ..., finds every stage active at one of its points (at 32, 64 and 128 px; 16 px does not
 grow) and sees gradients reach every parameter. With longer or more phases some stage can fall between
 two of its points; a network that does not grow (``start_resolution=0``) uses every parameter at once.
+
+The classes are named by reference (``"module:Name"``): t2i imports them when a component is first
+built or described, so ``t2i --help`` and ``t2i list`` do not load the networks.
 """
 
 from __future__ import annotations
 
 from t2i.hookspecs import hookimpl
 
-from .models import (
-    ProgressiveDiscriminator,
-    ProgressiveDiscriminatorConfig,
-    ProgressiveGenerator,
-    ProgressiveGeneratorConfig,
-)
 
 _TEST_GROWTH = {"start_resolution": 16, "images_per_phase": 1000}
 
@@ -25,8 +22,8 @@ _TEST_GROWTH = {"start_resolution": 16, "images_per_phase": 1000}
 def t2i_register_generators(register):
     register(
         "progressive",
-        ProgressiveGenerator,
-        config=ProgressiveGeneratorConfig,
+        "t2i_progressive.models:ProgressiveGenerator",
+        config="t2i_progressive.models:ProgressiveGeneratorConfig",
         help="Progressively grown text-conditional generator (PGGAN, Karras et al. 2018); pair with disc 'progressive'",
         test_options={"ch": 8, "z_dim": 16, **_TEST_GROWTH},
     )
@@ -36,8 +33,8 @@ def t2i_register_generators(register):
 def t2i_register_discriminators(register):
     register(
         "progressive",
-        ProgressiveDiscriminator,
-        config=ProgressiveDiscriminatorConfig,
+        "t2i_progressive.models:ProgressiveDiscriminator",
+        config="t2i_progressive.models:ProgressiveDiscriminatorConfig",
         help="Progressively grown discriminator with a projection head (PGGAN, Karras et al. 2018)",
         test_options={"ch": 8, **_TEST_GROWTH},
     )

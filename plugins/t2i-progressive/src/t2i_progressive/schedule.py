@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from t2i.options import require_positive
+
 __all__ = ["GrowthSchedule", "GrowthClock", "FULLY_GROWN", "stage_resolutions"]
 
 FULLY_GROWN = 2**62
@@ -50,9 +52,7 @@ class GrowthSchedule:
         s = self.start_resolution
         if isinstance(s, bool) or not isinstance(s, int) or not (s == 0 or (s >= 4 and _is_power_of_two(s))):
             raise ValueError(f"start_resolution must be 0 or a power of two >= 4, got {s!r}")
-        p = self.images_per_phase
-        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
-            raise ValueError(f"images_per_phase must be a positive integer, got {p!r}")
+        require_positive(self, "images_per_phase")
 
     def start(self, resolution: int) -> int:
         """The first stage's resolution for target ``resolution``; ValueError when it cannot grow to it."""

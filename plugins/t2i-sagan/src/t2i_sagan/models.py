@@ -7,7 +7,7 @@ whose output has a resolution listed in ``attn_res``.
 Generator: ``Linear([z; text])`` -> 4x4 map -> up blocks (conditional BN, ReLU, x2 nearest, conv3x3;
 conditional BN, ReLU, conv3x3; plus a 1x1 shortcut) -> BN, ReLU, conv3x3, tanh. Conditional BN is
 BatchNorm without affine, then ``(1 + scale(c)) * x + shift(c)`` with ``c = [z; text]`` and linear
-``scale`` / ``shift`` (BigGAN's ``ccbn``).
+``scale`` / ``shift`` (BigGAN's ``ccbn``, built with :class:`t2i.nn.CondBatchNorm2d`).
 
 Discriminator: down blocks (ReLU, conv3x3, ReLU, conv3x3, 2x2 average pool, plus a 1x1 shortcut; the
 first block has no leading ReLU) down to 4x4 (:meth:`image_features`), then the projection head of
@@ -16,13 +16,12 @@ Miyato & Koyama (2018): ``linear(sum(relu(h))) + <embed(text), sum(relu(h))>`` (
 Self-attention: queries and keys with C/8 channels, values with C/2 (keys and values max-pooled 2x2),
 a 1x1 conv back to C, added as ``x + gamma * o`` with ``gamma`` learned from 0.
 
-Widths: the map at resolution r has ``ch * max(R // (2r), 1)`` channels in both networks (DCGAN's
-doubling towards 4x4: at 64 px, 8 ch at 4x4, 4 ch at 8x8, 2 ch at 16x16 and ch at 32x32 and 64x64).
+Widths: the map at resolution r has ``ch * max(R // (2r), 1)`` channels in both networks
+(:func:`t2i.nn.doubling_width`: DCGAN's doubling towards 4x4: at 64 px, 8 ch at 4x4, 4 ch at 8x8, 2 ch at 16x16 and ch at 32x32 and 64x64).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +30,8 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from t2i.interfaces import Discriminator, Generator
-from t2i.options import require_positive as _positive
+from t2i.nn import CondBatchNorm2d, check_context, doubling_width, map_sizes, trunk_features
+from t2i.options import require_positive
 
 __all__ = [
     "SAGANGeneratorConfig",
@@ -61,7 +61,7 @@ class SAGANGeneratorConfig:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "ch", "z_dim")
+        require_positive(self, "ch", "z_dim")
         self.attn_res = _attn_res(self.attn_res)
 
 
@@ -75,31 +75,20 @@ class SAGANDiscriminatorConfig:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "ch")
+        require_positive(self, "ch")
         self.attn_res = _attn_res(self.attn_res)
 
 
-def _check(cls: type, resolution: int, text_dim: int, attn_res: tuple[int, ...]) -> int:
-    """Validate the build context; return the number of x2 steps between 4x4 and ``resolution``."""
-    if resolution not in cls.resolutions:
-        raise ValueError(
-            f"{cls.__name__} supports resolutions {', '.join(map(str, cls.resolutions))}; got {resolution!r}"
-        )
-    if isinstance(text_dim, bool) or not isinstance(text_dim, int) or text_dim < 1:
-        raise ValueError(f"{cls.__name__}: text_dim must be a positive integer, got {text_dim!r}")
-    steps = int(math.log2(resolution // 4))
-    inner = [4 * 2**i for i in range(1, steps)]  # 8 ... R/2: maps that both G and D have
+def _check(cls: type, resolution: int, text_dim: int, attn_res: tuple[int, ...]) -> None:
+    """Validate the build context, and ``attn_res`` against the maps the networks have."""
+    check_context(cls, resolution, text_dim)
+    inner = map_sizes(resolution)[1:-1]  # 8 ... R/2: maps that both G and D have
     bad = [r for r in attn_res if r not in inner]
     if bad:
         raise ValueError(
             f"attn_res {', '.join(map(str, bad))}: self-attention goes after an intermediate resolution of "
             f"the {resolution} px network, one of {', '.join(map(str, inner))}"
         )
-    return steps
-
-
-def _width(ch: int, resolution: int, r: int) -> int:
-    return ch * max(resolution // (2 * r), 1)
 
 
 def _sn(layer: nn.Module) -> nn.Module:
@@ -143,25 +132,18 @@ def _attention(widths: list[int], sizes: list[int], attn_res: tuple[int, ...]) -
     return nn.ModuleList(SelfAttention(w) if r in attn_res else nn.Identity() for w, r in zip(widths, sizes))
 
 
-class CondBatchNorm2d(nn.Module):
-    """BatchNorm without affine, then ``(1 + scale(c)) * x + shift(c)`` with spectrally normalised linears."""
-
-    def __init__(self, channels: int, cond_dim: int):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.scale = _sn(nn.Linear(cond_dim, channels, bias=False))
-        self.shift = _sn(nn.Linear(cond_dim, channels, bias=False))
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return self.bn(x) * (1 + self.scale(c)[:, :, None, None]) + self.shift(c)[:, :, None, None]
+def _ccbn(channels: int, cond_dim: int) -> CondBatchNorm2d:
+    """BigGAN's ``ccbn``: conditional BN whose ``scale`` and ``shift`` are orthogonal-initialised,
+    spectrally normalised linear layers without bias."""
+    return CondBatchNorm2d(channels, cond_dim, bias=False, zero_init=False, wrap=_sn, names=("scale", "shift"))
 
 
 class GBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, cond_dim: int):
         super().__init__()
-        self.norm1 = CondBatchNorm2d(in_ch, cond_dim)
+        self.norm1 = _ccbn(in_ch, cond_dim)
         self.conv1 = _conv(in_ch, out_ch, 3, bias=False)  # a bias would be removed by norm2
-        self.norm2 = CondBatchNorm2d(out_ch, cond_dim)
+        self.norm2 = _ccbn(out_ch, cond_dim)
         self.conv2 = _conv(out_ch, out_ch, 3)
         self.shortcut = _conv(in_ch, out_ch, 1)
 
@@ -199,10 +181,10 @@ class SAGANGenerator(Generator):
     ) -> None:
         super().__init__()
         cfg = cfg or SAGANGeneratorConfig()
-        n_up = _check(type(self), resolution, text_dim, cfg.attn_res)
+        _check(type(self), resolution, text_dim, cfg.attn_res)
         self.cfg, self.resolution, self.text_dim, self.z_dim = cfg, resolution, text_dim, cfg.z_dim
-        sizes = [4 * 2**i for i in range(n_up + 1)]  # 4, 8, ..., R
-        widths = [_width(cfg.ch, resolution, r) for r in sizes]
+        sizes = map_sizes(resolution)  # 4, 8, ..., R
+        widths = [doubling_width(cfg.ch, resolution, r) for r in sizes]
         cond_dim = cfg.z_dim + text_dim
 
         self.fc = _sn(nn.Linear(cond_dim, widths[0] * 16))
@@ -229,10 +211,10 @@ class SAGANDiscriminator(Discriminator):
     ) -> None:
         super().__init__()
         cfg = cfg or SAGANDiscriminatorConfig()
-        n_down = _check(type(self), resolution, text_dim, cfg.attn_res)
+        _check(type(self), resolution, text_dim, cfg.attn_res)
         self.cfg, self.resolution, self.text_dim = cfg, resolution, text_dim
-        sizes = [resolution // 2 ** (i + 1) for i in range(n_down)]  # R/2, ..., 4
-        widths = [_width(cfg.ch, resolution, r) for r in sizes]
+        sizes = map_sizes(resolution)[-2::-1]  # R/2, ..., 4
+        widths = [doubling_width(cfg.ch, resolution, r) for r in sizes]
 
         ins = [3] + widths[:-1]
         self.blocks = nn.ModuleList(DBlock(i, o, first=k == 0) for k, (i, o) in enumerate(zip(ins, widths)))
@@ -241,12 +223,7 @@ class SAGANDiscriminator(Discriminator):
         self.embed = _sn(nn.Linear(text_dim, widths[-1], bias=False))
 
     def image_features(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
-        features = []
-        h = image
-        for block, attn in zip(self.blocks, self.attn):
-            h = attn(block(h))
-            features.append(h)
-        return h, features
+        return trunk_features(image, self.blocks, after=self.attn)
 
     def condition(self, h: Tensor, text: Tensor) -> Tensor:
         pooled = F.relu(h).sum(dim=(2, 3))

@@ -1,15 +1,34 @@
-"""Spectral normalisation for t2i: SNGAN networks named ``specnorm`` and the ``sn`` discriminator wrapper."""
+"""Spectral normalisation for t2i: SNGAN networks named ``specnorm`` and the ``sn`` discriminator wrapper.
 
-from .models import SNGANDiscriminator, SNGANDiscriminatorConfig, SNGANGenerator, SNGANGeneratorConfig
-from .wrapper import SNDiscriminator, SNWrapperConfig, apply_spectral_norm, is_spectrally_normalised
+The names below are imported on first use, so loading the plugin (``t2i --help``, ``t2i list``) does
+not import the networks.
+"""
 
-__all__ = [
-    "SNGANGenerator",
-    "SNGANGeneratorConfig",
-    "SNGANDiscriminator",
-    "SNGANDiscriminatorConfig",
-    "SNDiscriminator",
-    "SNWrapperConfig",
-    "apply_spectral_norm",
-    "is_spectrally_normalised",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the submodule that defines it
+_EXPORTS = {
+    "SNGANGenerator": "models",
+    "SNGANGeneratorConfig": "models",
+    "SNGANDiscriminator": "models",
+    "SNGANDiscriminatorConfig": "models",
+    "SNDiscriminator": "wrapper",
+    "SNWrapperConfig": "wrapper",
+    "apply_spectral_norm": "wrapper",
+    "is_spectrally_normalised": "wrapper",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -10,7 +10,7 @@ the first block has no leading ReLU and pools before its shortcut) down to 4x4, 
 Generator: ``Linear([z; text])`` -> 4x4 map -> residual up blocks (conditional BN, ReLU, x2 nearest,
 conv3x3; conditional BN, ReLU, conv3x3; plus a 1x1 shortcut) -> BN, ReLU, conv3x3, tanh. Conditional BN is
 BatchNorm without affine, then ``(1 + gamma(c)) * x + beta(c)`` with ``c = [z; text]``; ``gamma`` and
-``beta`` start at zero. As in SNGAN, the generator itself has no spectral norm.
+``beta`` start at zero (:class:`t2i.nn.CondBatchNorm2d`). As in SNGAN, the generator itself has no spectral norm.
 
 Widths: the map at resolution r has ``ch * max(R // (2r), 1)`` channels in both networks (DCGAN's
 doubling towards 4x4: at 64 px, 8 ch at 4x4, 4 ch at 8x8, 2 ch at 16x16 and ch at 32x32 and 64x64).
@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from t2i.interfaces import Discriminator, Generator
-from t2i.options import require_positive as _positive
+from t2i.nn import CondBatchNorm2d, check_context, doubling_width, map_sizes, trunk_features
+from t2i.options import require_choices, require_positive
 
 __all__ = [
     "SNGANGeneratorConfig",
@@ -46,7 +47,7 @@ class SNGANGeneratorConfig:
     z_dim: int = field(default=128, metadata={"help": "size of the noise vector z"})
 
     def __post_init__(self) -> None:
-        _positive(self, "ch", "z_dim")
+        require_positive(self, "ch", "z_dim")
 
 
 @dataclass
@@ -63,23 +64,8 @@ class SNGANDiscriminatorConfig:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "ch", "n_power_iterations")
-        if self.conditioning not in ("projection", "concat"):
-            raise ValueError(f"conditioning must be one of 'projection', 'concat', got {self.conditioning!r}")
-
-
-def _check_resolution(cls: type, resolution: int, text_dim: int) -> int:
-    if resolution not in cls.resolutions:
-        raise ValueError(
-            f"{cls.__name__} supports resolutions {', '.join(map(str, cls.resolutions))}; got {resolution!r}"
-        )
-    if isinstance(text_dim, bool) or not isinstance(text_dim, int) or text_dim < 1:
-        raise ValueError(f"{cls.__name__}: text_dim must be a positive integer, got {text_dim!r}")
-    return int(math.log2(resolution // 4))  # number of x2 steps between 4x4 and R
-
-
-def _width(ch: int, resolution: int, r: int) -> int:
-    return ch * max(resolution // (2 * r), 1)
+        require_positive(self, "ch", "n_power_iterations")
+        require_choices(self)
 
 
 def _init(layer: nn.Module, gain: float = 1.0) -> nn.Module:
@@ -92,22 +78,6 @@ def _init(layer: nn.Module, gain: float = 1.0) -> nn.Module:
 
 # --------------------------------------------------------------------------------------------------
 # Generator
-
-
-class CondBatchNorm2d(nn.Module):
-    """BatchNorm without affine, then ``(1 + gamma(c)) * x + beta(c)``; gamma and beta start at zero."""
-
-    def __init__(self, channels: int, cond_dim: int):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gamma = nn.Linear(cond_dim, channels)
-        self.beta = nn.Linear(cond_dim, channels)
-        for lin in (self.gamma, self.beta):
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return self.bn(x) * (1 + self.gamma(c)[:, :, None, None]) + self.beta(c)[:, :, None, None]
 
 
 class GBlock(nn.Module):
@@ -135,9 +105,9 @@ class SNGANGenerator(Generator):
     ) -> None:
         super().__init__()
         cfg = cfg or SNGANGeneratorConfig()
-        n_up = _check_resolution(type(self), resolution, text_dim)
+        check_context(type(self), resolution, text_dim)
         self.cfg, self.resolution, self.text_dim, self.z_dim = cfg, resolution, text_dim, cfg.z_dim
-        widths = [_width(cfg.ch, resolution, 4 * 2**i) for i in range(n_up + 1)]  # 4x4 ... R
+        widths = [doubling_width(cfg.ch, resolution, r) for r in map_sizes(resolution)]  # 4x4 ... R
         cond_dim = cfg.z_dim + text_dim
 
         self.fc = _init(nn.Linear(cond_dim, widths[0] * 16))
@@ -186,9 +156,9 @@ class SNGANDiscriminator(Discriminator):
     ) -> None:
         super().__init__()
         cfg = cfg or SNGANDiscriminatorConfig()
-        n_down = _check_resolution(type(self), resolution, text_dim)
+        check_context(type(self), resolution, text_dim)
         self.cfg, self.resolution, self.text_dim = cfg, resolution, text_dim
-        widths = [_width(cfg.ch, resolution, resolution // 2 ** (i + 1)) for i in range(n_down)]  # R/2 ... 4
+        widths = [doubling_width(cfg.ch, resolution, r) for r in map_sizes(resolution)[-2::-1]]  # R/2 ... 4
 
         def sn(layer: nn.Module) -> nn.Module:
             return spectral_norm(layer, n_power_iterations=cfg.n_power_iterations)
@@ -207,12 +177,7 @@ class SNGANDiscriminator(Discriminator):
         self.out = sn(_init(nn.Linear(ch, 1)))
 
     def image_features(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
-        features = []
-        h = image
-        for block in self.blocks:
-            h = block(h)
-            features.append(h)
-        return h, features
+        return trunk_features(image, self.blocks)
 
     def condition(self, h: Tensor, text: Tensor) -> Tensor:
         h = F.relu(h)

@@ -21,7 +21,7 @@ from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
 
 from t2i.errors import UsageError
 from t2i.interfaces import DiscOutput, Discriminator
-from t2i.options import config_to_dict
+from t2i.options import config_to_dict, require_positive
 from t2i.plugins import registry
 
 __all__ = [
@@ -101,9 +101,7 @@ class SNWrapperConfig:
             raise ValueError("base: 'sn' cannot wrap itself; name the discriminator to normalise")
         if isinstance(self.base_options, str):
             self.base_options = parse_options(self.base_options)
-        n = self.n_power_iterations
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n_power_iterations must be a positive integer, got {n!r}")
+        require_positive(self, "n_power_iterations")
 
 
 class SNDiscriminator(Discriminator):

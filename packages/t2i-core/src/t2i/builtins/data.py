@@ -1,22 +1,22 @@
-"""The core's built-in data sets, registered through the same hook as any plugin's."""
+"""The core's built-in data sets, registered through the same hook as any plugin's.
+
+Factories and configs are named by reference (``"module:Name"``) so that listing them imports nothing heavy.
+"""
 
 from __future__ import annotations
 
-from t2i.data.coco import Coco, CocoConfig
-from t2i.data.folder import Folder, FolderConfig
-from t2i.data.shapes import Shapes, ShapesConfig
-from t2i.data.stackgan import Cub, CubConfig, Oxford, OxfordConfig
 from t2i.hookspecs import hookimpl
 
 
 @hookimpl
 def t2i_register_datasets(register):
-    register("shapes", Shapes, config=ShapesConfig, help="Coloured shapes with exact captions, from a seed")
-    register("folder", Folder, config=FolderConfig,
+    register("shapes", "t2i.data.shapes:Shapes", config="t2i.data.shapes:ShapesConfig",
+             help="Coloured shapes with exact captions, from a seed")
+    register("folder", "t2i.data.folder:Folder", config="t2i.data.folder:FolderConfig",
              help="Your images with sidecar .txt captions or a captions.jsonl / .csv manifest (--data folder:PATH)")
-    register("cub", Cub, config=CubConfig,
+    register("cub", "t2i.data.stackgan:Cub", config="t2i.data.stackgan:CubConfig",
              help="CUB-200-2011 birds in the StackGAN/AttnGAN layout, bird crop, class-disjoint splits (--data cub:PATH)")
-    register("oxford", Oxford, config=OxfordConfig,
+    register("oxford", "t2i.data.stackgan:Oxford", config="t2i.data.stackgan:OxfordConfig",
              help="Oxford-102 flowers in the StackGAN layout, class-disjoint splits (--data oxford:PATH)")
-    register("coco", Coco, config=CocoConfig,
+    register("coco", "t2i.data.coco:Coco", config="t2i.data.coco:CocoConfig",
              help="MS-COCO 2014/2017 captions; train = train set, test = val set (--data coco:PATH)")

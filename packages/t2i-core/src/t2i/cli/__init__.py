@@ -18,24 +18,27 @@ def _fail(message: str) -> int:
 
 def build_app():
     """The Typer app with the core's commands and every plugin's (``t2i_register_commands``)."""
-    from ..plugins import get_plugin_manager, registry
+    from ..plugins import add_commands, registry
     from ..registry import KINDS
     from .app import app
 
-    for kind in KINDS:  # fills the registries: a duplicate name fails here, before parsing
-        registry(kind)
-    get_plugin_manager().hook.t2i_register_commands(app=app)
+    for kind in KINDS:  # fills the registries before parsing; a name registered twice is refused when used
+        registry(kind, check=False)
+    add_commands(app)
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        from ..plugins import load_errors
+        from ..plugins import plugins
 
         app = build_app()
-        for info in load_errors():
-            print(f"t2i: warning: plugin {info.name} ({info.distribution}) not loaded: {info.error}", file=sys.stderr)
+        for info in plugins():
+            if info.error:
+                print(f"t2i: warning: plugin {info.name} ({info.distribution}) not loaded: {info.error}", file=sys.stderr)
+            for line in info.warnings:
+                print(f"t2i: warning: plugin {info.name} ({info.distribution}): {line}", file=sys.stderr)
         import typer.main
 
         # standalone mode: Typer reports its own parsing errors (exit 2) and exits via SystemExit

@@ -11,12 +11,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import set_path
+from ..config_tree import set_path, slug
 from ..errors import UsageError
 from ..options import parse_assignments
+from ..plugins import without_entry_point
 from ..plugins import plugins as loaded_plugins
 from ..plugins import registry
 from ..registry import KINDS
+from .flags import PANELS, given_config_values, with_config_flags
+from .tables import table
 
 app = typer.Typer(
     name="t2i",
@@ -29,18 +32,15 @@ app = typer.Typer(
 out = Console(soft_wrap=False)
 
 
-def _table(*columns: str) -> Table:
-    """A table whose cells wrap instead of being cut off at the terminal's width."""
-    table = Table()
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
+def _table(*columns: str, names: int = 1, lists: tuple[str, ...] = ()) -> Table:
+    """A table whose cells wrap at the terminal's width, never inside a name (see :func:`.tables.table`)."""
+    return table(*columns, names=names, lists=lists)
 
-COMPONENTS, TRAINING, RUN = "Components", "Training", "Run folder and output"
+COMPONENTS, TRAINING, RUN = PANELS["components"], PANELS["training"], PANELS["output"]
 
 
 def _installed(kind: str) -> str:
-    return ", ".join(registry(kind).names()) or "none installed"
+    return ", ".join(registry(kind, check=False).names()) or "none installed"
 
 
 def _kind(name: str) -> str:
@@ -56,6 +56,7 @@ def _kind(name: str) -> str:
 
 # ------------------------------------------------------------------------------------------------------
 @app.command(no_args_is_help=False)
+@with_config_flags
 def run(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML experiment config (a run's config.toml reproduces it)", rich_help_panel=RUN)] = None,
@@ -65,52 +66,29 @@ def run(
     disc: Annotated[Optional[str], typer.Option("--disc", "--discriminator", help=f"discriminator (installed: {_installed('discriminators')})", rich_help_panel=COMPONENTS)] = None,
     text_encoder: Annotated[Optional[str], typer.Option("--text-encoder", help=f"text encoder (installed: {_installed('text_encoders')})", rich_help_panel=COMPONENTS)] = None,
     data: Annotated[Optional[str], typer.Option("--data", help=f"data set, NAME or NAME:PATH (installed: {_installed('datasets')})", rich_help_panel=COMPONENTS)] = None,
-    resolution: Annotated[Optional[int], typer.Option("--resolution", "-r", help="image side in pixels", rich_help_panel=COMPONENTS)] = None,
     gen_opts: Annotated[Optional[list[str]], typer.Option("-G", help="generator option KEY=VALUE (see t2i describe generator NAME)", rich_help_panel=COMPONENTS)] = None,
     disc_opts: Annotated[Optional[list[str]], typer.Option("-D", help="discriminator option KEY=VALUE", rich_help_panel=COMPONENTS)] = None,
     text_opts: Annotated[Optional[list[str]], typer.Option("-T", help="text encoder option KEY=VALUE", rich_help_panel=COMPONENTS)] = None,
     data_opts: Annotated[Optional[list[str]], typer.Option("-d", help="data set option KEY=VALUE", rich_help_panel=COMPONENTS)] = None,
     loss: Annotated[Optional[str], typer.Option("--loss", help="adversarial loss (see t2i list losses)", rich_help_panel=COMPONENTS)] = None,
     terms: Annotated[Optional[list[str]], typer.Option("--term", help="loss term NAME=WEIGHT (0 turns it off)", rich_help_panel=COMPONENTS)] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="stop after this many generator steps", rich_help_panel=TRAINING)] = None,
-    epochs: Annotated[Optional[float], typer.Option("--epochs", help="stop after this many epochs", rich_help_panel=TRAINING)] = None,
-    minutes: Annotated[Optional[float], typer.Option("--minutes", help="stop after this much training time", rich_help_panel=TRAINING)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", rich_help_panel=TRAINING)] = None,
-    lr_g: Annotated[Optional[float], typer.Option("--lr-g", help="generator learning rate", rich_help_panel=TRAINING)] = None,
-    lr_d: Annotated[Optional[float], typer.Option("--lr-d", help="discriminator learning rate", rich_help_panel=TRAINING)] = None,
-    d_steps: Annotated[Optional[int], typer.Option("--d-steps", help="D steps per G step", rich_help_panel=TRAINING)] = None,
-    grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="max gradient norm (0: off)", rich_help_panel=TRAINING)] = None,
-    schedule: Annotated[Optional[str], typer.Option("--schedule", help="constant, cosine_restarts or linear", rich_help_panel=TRAINING)] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16, fp16 (CUDA) or auto", rich_help_panel=TRAINING)] = None,
-    ema: Annotated[Optional[float], typer.Option("--ema", help="EMA decay of G for samples (0: off)", rich_help_panel=TRAINING)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", rich_help_panel=TRAINING)] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps", rich_help_panel=TRAINING)] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="steps between checkpoints", rich_help_panel=RUN)] = None,
-    sample_every: Annotated[Optional[int], typer.Option("--sample-every", help="steps between sample grids", rich_help_panel=RUN)] = None,
-    log_every: Annotated[Optional[int], typer.Option("--log-every", help="steps between metrics.jsonl lines", rich_help_panel=RUN)] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="any config key: section.key=value (e.g. train.betas=0.5,0.999)", rich_help_panel=RUN)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="log lines instead of a progress bar", rich_help_panel=RUN)] = False,
     nproc: Annotated[Optional[int], typer.Option("--nproc", help="train on N processes of this machine (one per GPU, or CPU processes with Gloo): starts torchrun; global batch = N x --batch-size", rich_help_panel=TRAINING)] = None,
+    **config_values: Any,
 ) -> None:
     """Train a text-to-image GAN. With no options: the default recipe on the built-in Shapes data.
 
     Several GPUs or nodes: [bold]t2i run --nproc N ...[/bold], or [bold]torchrun --nproc_per_node=N -m t2i run ...[/bold]
     (torchrun's --nnodes/--rdzv-endpoint flags for several machines)."""
     from .. import runs
-    from ..config import load_toml, merge
+    from ..config import layer, load_toml
     from ..engine import distributed
     from ..engine.trainer import Trainer, count_parameters
 
     raw: dict[str, Any] = {}
-    flags = {
-        "generator.name": generator, "discriminator.name": disc, "text_encoder.name": text_encoder,
-        "data.resolution": resolution, "loss.adversarial": loss,
-        "train.steps": steps, "train.epochs": epochs, "train.minutes": minutes, "train.batch_size": batch_size,
-        "train.lr_g": lr_g, "train.lr_d": lr_d, "train.d_steps": d_steps, "train.grad_clip": grad_clip,
-        "train.schedule": schedule, "train.precision": precision, "train.ema": ema, "train.seed": seed,
-        "train.device": device, "train.checkpoint_every": checkpoint_every, "train.sample_every": sample_every,
-        "train.log_every": log_every,
-    }
+    flags = {"generator.name": generator, "discriminator.name": disc, "text_encoder.name": text_encoder,
+             "loss.adversarial": loss, **given_config_values(config_values)}
     if data is not None:
         name, _, path = data.partition(":")
         flags["data.name"] = name
@@ -131,7 +109,7 @@ def run(
     if resume is not None:
         if out_dir is not None and out_dir != resume:
             raise UsageError("--resume continues the run in its own folder; drop --out")
-        cfg = runs.resume_config(resume, merge(load_toml(config), raw) if config else raw)
+        cfg = runs.resume_config(resume, layer(load_toml(config), raw) if config else raw)
     else:
         cfg = runs.configure(config, raw)
     if nproc is not None and nproc != 1:  # validated above; the workers get the same arguments and one folder
@@ -144,26 +122,29 @@ def run(
             args += ["--out", str(runs.new_run_dir(cfg, out_dir))]
         raise typer.Exit(distributed.launch(nproc, ["run", *args]))
     err = Console(stderr=True, soft_wrap=True)
+    is_main = True
+
+    def announce(trainer: Trainer, dist_ctx: distributed.DistContext) -> None:
+        nonlocal err, is_main
+        is_main = dist_ctx.is_main
+        if not is_main:  # rank 0 speaks for the job
+            err = Console(stderr=True, quiet=True)
+        processes = f" x {dist_ctx.world_size} processes ({dist_ctx.backend})" if dist_ctx.world_size > 1 else ""
+        err.print(f"[bold]t2i run[/bold] {'resuming at step ' + str(trainer.step) + ' in' if resume else 'into'} "
+                  f"{trainer.run_dir}: generator {cfg.generator.name} ({count_parameters(trainer.G):,} parameters), "
+                  f"discriminator {cfg.discriminator.name} ({count_parameters(trainer.D):,}), {trainer.device.type}{processes}")
+
     try:
-        with distributed.session(cfg.train.device) as dist_ctx:
-            run_dir = resume if resume is not None else distributed.decided_by_rank_zero(lambda: runs.new_run_dir(cfg, out_dir))
-            trainer = Trainer(cfg, run_dir, resume=resume is not None, quiet=quiet,
-                              rank=dist_ctx.rank, world_size=dist_ctx.world_size)
-            if not dist_ctx.is_main:  # rank 0 speaks for the job
-                err = Console(stderr=True, quiet=True)
-            processes = f" x {dist_ctx.world_size} processes ({dist_ctx.backend})" if dist_ctx.world_size > 1 else ""
-            err.print(f"[bold]t2i run[/bold] {'resuming at step ' + str(trainer.step) + ' in' if resume else 'into'} {run_dir}: "
-                      f"generator {cfg.generator.name} ({count_parameters(trainer.G):,} parameters), "
-                      f"discriminator {cfg.discriminator.name} ({count_parameters(trainer.D):,}), {trainer.device.type}{processes}")
-            result = trainer.fit()
+        result = runs.train(cfg, resume if resume is not None else (lambda: runs.new_run_dir(cfg, out_dir)),
+                            resume=resume is not None, quiet=quiet, on_start=announce)
     except distributed.RankFailure as exc:
         Console(stderr=True, soft_wrap=True).print(f"t2i: error: {escape(str(exc))}")
         raise typer.Exit(1) from None
     code = {"finished": 0, "interrupted": 130, "diverged": 1}[result.status]
-    if not dist_ctx.is_main:
+    if not is_main:
         raise typer.Exit(code)
     if result.status == "interrupted":
-        err.print(f"interrupted at step {result.step}; checkpoint saved. Continue with: t2i run --resume {run_dir}")
+        err.print(f"interrupted at step {result.step}; checkpoint saved. Continue with: t2i run --resume {result.run_dir}")
     elif result.status == "diverged":
         where = f"the last good checkpoint is {result.checkpoint}" if result.checkpoint else "no checkpoint was saved"
         err.print(f"[red]training diverged[/red]: {result.message}; {where}")
@@ -204,13 +185,13 @@ def sample(
 ) -> None:
     """Generate images for captions from a trained run and save them as one grid."""
     from ..engine.grid import save_png
-    from ..runs import Sampler, slug
+    from ..runs import Sampler
 
     sampler = Sampler.load(source, device=device, ema=not no_ema)
     grid = sampler.grid(list(captions), n=n, seed=seed)
     if output is None:
         run_dir = sampler.checkpoint.parent.parent
-        output = run_dir / "samples" / f"sample-{slug(captions[0])}.png"
+        output = run_dir / "samples" / f"sample-{slug(captions[0], limit=48, fallback='sample')}.png"
     elif output.suffix.lower() != ".png":
         raise UsageError(f"-o {output}: the grid is written as PNG; use a .png file name")
     print(save_png(grid, output))
@@ -235,6 +216,7 @@ def eval_cmd(
     import json
     import sys
 
+    from ..fileio import write_text
     from ..runs import evaluate_checkpoint
 
     options: dict[str, dict[str, str]] = {}
@@ -267,22 +249,32 @@ def eval_cmd(
     if output == "-":
         sys.stdout.write(text)
     elif output is not None:
-        path = Path(output)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text(Path(output), text)
 
 
 # ------------------------------------------------------------------------------------------------------
 @app.command("plugins")
 def plugins_cmd() -> None:
-    """Plugins t2i loaded: distribution, version, hooks, what each registered, and load errors."""
-    table = _table("plugin", "distribution", "version", "registers", "status")
-    for info in loaded_plugins():
+    """Plugins t2i loaded: distribution, version, what each registered, and why any is not loaded.
+
+    Also lists installed distributions that look like t2i plugins but declare no [bold]t2i[/bold] entry point."""
+    rows = _table("plugin", "distribution", "version", "registers", names=3, lists=("registers",))
+    for info in [*loaded_plugins(), *without_entry_point()]:
         registered = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in info.registered.items())
-        table.add_row(info.name, info.distribution, info.version, registered or "-",
-                      f"[red]{escape(info.error)}[/red]" if info.error else "ok")
-    out.print(table)
+        cell = escape(registered or "-")
+        if info.error:
+            cell = f"[red]not loaded: {escape(info.error)}[/red]"
+        for warning in info.warnings:
+            cell += f"\n[yellow]warning: {escape(warning)}[/yellow]"
+        rows.add_row(info.name, info.distribution, info.version or "-", cell)
+    out.print(rows)
+    _warn_conflicts(list(KINDS))
+
+
+def _warn_conflicts(kinds: list[str]) -> None:
+    """Names two plugins registered: listed, but refused by run, sample, describe ... until one goes."""
+    for line in (line for kind in kinds for line in registry(kind, check=False).problems()):
+        Console(stderr=True, soft_wrap=True, highlight=False).print(f"t2i: warning: {escape(line)}")
 
 
 @app.command("list")
@@ -292,13 +284,16 @@ def list_cmd(
 ) -> None:
     """Registered components, with the plugin that registered each."""
     kinds = [_kind(kind)] if kind else list(KINDS)
-    table = _table("kind", "name", "owner", "help")
+    rows = _table("kind", "name", "owner", "help", names=2, lists=("owner",))
     for k in kinds:
-        reg = registry(k)
-        for name in reg.names(pattern):
-            entry = reg.get(name)
-            table.add_row(reg.noun, name, entry.owner, escape(entry.help))
-    out.print(table)
+        reg = registry(k, check=False)  # a name registered twice is listed (with both owners), not refused
+        for entry in reg.entries(pattern):
+            owner = escape(entry.owner)
+            if entry.name in reg.conflicts:
+                owner = f"[red]{escape(' and '.join(reg.conflicts[entry.name]))} (registered twice)[/red]"
+            rows.add_row(reg.noun, entry.name, owner, escape(entry.help))
+    out.print(rows)
+    _warn_conflicts(kinds)
 
 
 @app.command()

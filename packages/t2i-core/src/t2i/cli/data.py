@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -12,8 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UsageError
-from ..interfaces import CaptionedImages, Dataset
 from ..options import parse_assignments
+
+if TYPE_CHECKING:  # torch loads when a command runs, not when the CLI starts
+    from ..interfaces import CaptionedImages, Dataset
 
 __all__ = ["data_app", "open_dataset", "caption_length_histogram"]
 
@@ -45,12 +47,7 @@ def open_dataset(spec: str, options: list[str] | None = None) -> tuple[str, Data
     raw: dict[str, Any] = dict(parse_assignments(options, "-d"))
     if path:
         raw["root"] = path
-    reg = registry("datasets")
-    cfg = reg.make_config(name, raw)
-    try:
-        dataset = reg.create(name, cfg)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"data set '{name}' cannot be built with these settings: {exc}") from None
+    dataset, _ = registry("datasets").build(name, raw)
     return name, dataset
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
-from ..options import config_to_dict, parse_assignments
+from ..options import parse_assignments
 
 evaluator_app = typer.Typer(
     name="evaluator",
@@ -48,19 +48,13 @@ def train(
     options: dict[str, Any] = dict(parse_assignments(data_opts, "-d"))
     if path:
         options["root"] = path
-    reg = registry("datasets")
-    cfg = reg.make_config(name, options)
-    try:
-        dataset = reg.create(name, cfg)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"data set '{name}' cannot be built with these settings: {exc}") from None
+    dataset, full_options = registry("datasets").build(name, options)
     recipe_args: dict[str, Any] = {"seed": seed}
     if steps is not None:
         recipe_args["steps"] = steps
     if batch_size is not None:
         recipe_args["batch_size"] = batch_size
     recipe = EvaluatorRecipe(**recipe_args)
-    full_options = config_to_dict(cfg) if cfg is not None and not isinstance(cfg, dict) else dict(options)
 
     def log(message: str) -> None:
         typer.echo(f"t2i evaluator: {message}", err=True)

@@ -33,7 +33,7 @@ def _overrides(sets: list[str] | None) -> dict[str, Any]:
 def run_cmd(
     file: Annotated[Path, typer.Argument(help="study TOML file (see examples/studies/)")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="study folder (default: studies/<name>); re-running into it resumes")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="runs at a time, each in its own process")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="runs at a time, each in its own process (with several GPUs, each on GPUs of its own)")] = 1,
     nproc: Annotated[int, typer.Option("--nproc", help="processes per run: each run a distributed job (torchrun, Gloo on CPU / NCCL on GPUs)")] = 1,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="config key for every run, applied last: section.key=value")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and list the runs, train nothing")] = False,

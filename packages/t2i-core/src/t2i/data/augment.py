@@ -61,10 +61,6 @@ class BatchAugment:
         self.load_resolution = load_resolution(resolution, random_crop)
 
     @property
-    def active(self) -> bool:
-        return self.random_crop or self.flip or self.jitter > 0
-
-    @property
     def moves_pixels(self) -> bool:
         """Crop or flip is on (random numbers are drawn for them)."""
         return self.random_crop or self.flip

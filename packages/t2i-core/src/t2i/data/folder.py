@@ -10,7 +10,8 @@ Captions come from (``manifest`` option; ``auto`` picks the first that exists):
 
 In a manifest, lines naming the same image add captions to it; an image path must be relative and stay
 inside the root (``../../etc/passwd`` is skipped and reported); an image the manifest names that does
-not exist stops the run.
+not exist stops the run. Symlinks are followed only while they stay inside the root: an image, caption
+file or folder that is a link to somewhere outside it is skipped and reported, in every mode.
 
 Splits (``train`` and ``test``):
 
@@ -32,8 +33,9 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .source import (
-    IMAGE_SUFFIXES, DiskDataConfig, DiskDataset, Item, Problems, SplitIndex, unit_hash, clean_captions,
-    decode_text, read_caption_file, safe_relative, stat_items, walk_files,
+    IMAGE_SUFFIXES, LINK_OUTSIDE, DiskDataConfig, DiskDataset, Item, Problems, SplitIndex, unit_hash,
+    clean_captions, decode_text, leaves_root, link_problem, read_caption_file, safe_relative, stat_items,
+    walk_files,
 )
 
 __all__ = ["FolderConfig", "Folder"]
@@ -107,6 +109,7 @@ class Folder(DiskDataset):
 
     def _sidecar(self, problems: Problems) -> tuple[list[Item], dict[str, str]]:
         files = walk_files(self.root, problems, IMAGE_SUFFIXES)
+        real_root = self.root.resolve()
         by_folder = (self.root / "train").is_dir() and (self.root / "test").is_dir()
         items, splits, seen = [], {}, {}
         for path in files:
@@ -116,7 +119,11 @@ class Folder(DiskDataset):
                 problems.add("duplicate key", path, f"same name as {seen[key].name}; skipped")
                 continue
             seen[key] = path
-            captions = read_caption_file(path.with_suffix(".txt"), problems, self.cfg.max_caption_words)
+            sidecar = path.with_suffix(".txt")
+            if sidecar.is_symlink() and leaves_root(real_root, sidecar):
+                problems.add(LINK_OUTSIDE, sidecar, link_problem(sidecar))
+                continue
+            captions = read_caption_file(sidecar, problems, self.cfg.max_caption_words)
             if not captions:
                 continue
             if by_folder:
@@ -133,11 +140,15 @@ class Folder(DiskDataset):
         rows = _jsonl_rows(text, manifest, problems) if manifest.suffix.lower() == ".jsonl" else _csv_rows(text, manifest)
         items: dict[str, Item] = {}
         splits: dict[str, str] = {}
+        real_root = self.root.resolve()
         for where, image, captions, split in rows:
             path = safe_relative(self.root, image) if isinstance(image, str) else None
             if path is None:
                 problems.add("path escapes the data root" if isinstance(image, str) and image else "bad manifest line",
                              where, f"image {image!r} skipped")
+                continue
+            if leaves_root(real_root, path):
+                problems.add(LINK_OUTSIDE, where, f"image {image!r} {link_problem(path)}")
                 continue
             if split is not None and split not in ("train", "test"):
                 problems.add("unknown split", where, f"{split!r} (use train or test); skipped")

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +38,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..fileio import atomic_path, cache_lock, write_bytes
 from ..paths import default_cache_dir
-from .source import Item, Problems
+from .items import Item, Problems
 
 __all__ = ["FORMAT", "CachedImages", "cached_images", "cache_paths", "decode_image", "crop_region", "BadImage"]
 
@@ -196,14 +196,28 @@ def cached_images(
     index_problems: Problems | None = None,
     rebuild: bool = False,
 ) -> CachedImages:
-    """The split's images from the cache, building it first when missing or stale (or ``rebuild``)."""
+    """The split's images from the cache, building it first when missing or stale (or ``rebuild``).
+
+    The build holds a lock on the cache file, so processes that ask for the same cache at once (parallel
+    study jobs, the ranks of one run) decode the images once: the others wait, then read what it built.
+    """
     images_path, report_path = cache_paths(dataset, root, split, resolution, preprocessing, cache_dir)
     digest = source_digest(items)
-    if not rebuild:
-        found = _read(images_path, report_path, digest, resolution, len(items))
-        if found is not None:
-            images, kept, problems = found
-            return CachedImages(images, kept, problems, images_path, report_path, built=False)
+    found = None if rebuild else _read(images_path, report_path, digest, resolution, len(items))
+    if found is None:
+        with cache_lock(images_path):
+            found = None if rebuild else _read(images_path, report_path, digest, resolution, len(items))
+            if found is None:
+                return _build_cache(items, dataset, root, split, resolution, preprocessing, images_path, report_path,
+                                    digest, workers, quiet, index_problems)
+    images, kept, problems = found
+    return CachedImages(images, kept, problems, images_path, report_path, built=False)
+
+
+def _build_cache(items: list[Item], dataset: str, root: Path, split: str, resolution: int,
+                 preprocessing: dict[str, Any], images_path: Path, report_path: Path, digest: str, workers: int,
+                 quiet: bool, index_problems: Problems | None) -> CachedImages:
+    """Decode the images into ``images_path``, then write the report that makes the cache valid."""
     label = f"{dataset} {split} ({len(items)} images at {resolution} px)"
     kept, problems = _build(items, resolution, int(preprocessing.get("min_image_side", 1)), images_path, workers, quiet, label)
     report = {
@@ -214,7 +228,7 @@ def cached_images(
         "index_problems": index_problems.to_list() if index_problems else [],
         "kept": kept,
     }  # fmt: skip
-    _write_atomic(report_path, (json.dumps(report, indent=1) + "\n").encode())
+    write_bytes(report_path, (json.dumps(report, indent=1) + "\n").encode())
     return CachedImages(_memmap(images_path, len(kept), resolution), kept, problems, images_path, report_path, built=True)
 
 
@@ -251,20 +265,9 @@ def _memmap(path: Path, count: int, resolution: int) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _build(items: list[Item], resolution: int, min_side: int, path: Path, workers: int, quiet: bool,
            label: str) -> tuple[list[int], Problems]:
-    """Decode every item into ``path`` (temp file, then rename); return kept positions and problems."""
+    """Decode every item into ``path`` (a temporary file, then a rename); return kept positions and problems."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -274,8 +277,6 @@ def _build(items: list[Item], resolution: int, min_side: int, path: Path, worker
         except BadImage as exc:
             return exc
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     kept: list[int] = []
     problems = Problems()
     terminal = sys.stderr.isatty()
@@ -284,7 +285,7 @@ def _build(items: list[Item], resolution: int, min_side: int, path: Path, worker
     bar = Progress(TextColumn("[bold]caching images[/bold] " + label.replace("[", r"\[")), BarColumn(),
                    MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                    console=Console(stderr=True), transient=True, disable=quiet or not terminal)
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings(), open(tmp, "wb") as f, bar, ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode_image refuses those itself
             task = bar.add_task("cache", total=len(items))
@@ -295,10 +296,6 @@ def _build(items: list[Item], resolution: int, min_side: int, path: Path, worker
                     f.write(result.tobytes())
                     kept.append(i)
                 bar.advance(task)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     if not quiet and not terminal:
         print(f"t2i: cached {len(kept)} of {len(items)} images in {path}", file=sys.stderr, flush=True)
     return kept, problems

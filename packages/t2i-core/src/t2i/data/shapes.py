@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -49,6 +47,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..fileio import atomic_path, cache_lock
 from ..interfaces import CaptionedImages, Dataset
 
 __all__ = [
@@ -313,12 +312,16 @@ class Shapes(Dataset):
             return self._build(split, resolution)
         path = self._cache_path(split, resolution)
         n = self.cfg.train_size if split == "train" else self.cfg.test_size
-        cached = _read_cache(path, (n, resolution, self.cfg.captions_per_image))
-        if cached is not None:
-            return _record(*cached, info={**self._info(split, resolution), "cache": str(path)})
-        data = self._build(split, resolution)
-        _write_cache(path, data)
-        return data
+        shape = (n, resolution, self.cfg.captions_per_image)
+        cached = _read_cache(path, shape)
+        if cached is None:
+            with cache_lock(path):  # parallel jobs render the split once; the others wait and read it
+                cached = _read_cache(path, shape)
+                if cached is None:
+                    data = self._build(split, resolution)
+                    _write_cache(path, data)
+                    return data
+        return _record(*cached, info={**self._info(split, resolution), "cache": str(path)})
 
     def _info(self, split: str, resolution: int) -> dict[str, Any]:
         c = self.cfg
@@ -381,18 +384,11 @@ def _attribute_values() -> dict[str, tuple[str, ...]]:
 
 # -- the on-disk cache -------------------------------------------------------------------------------
 def _write_cache(path: Path, data: CaptionedImages) -> None:
-    """Write atomically: a temporary file in the same directory, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a uniquely named temporary file beside ``path``, then a rename."""
     arrays = {f"attr_{k}": v.numpy() for k, v in data.attributes.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=data.images.numpy(), captions=np.array(data.captions, dtype=str),
-                     caption_ids=data.caption_ids.numpy(), **arrays)  # fmt: skip
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=data.images.numpy(), captions=np.array(data.captions, dtype=str),
+                 caption_ids=data.caption_ids.numpy(), **arrays)  # fmt: skip
 
 
 def _read_cache(

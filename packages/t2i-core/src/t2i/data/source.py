@@ -24,19 +24,17 @@ import errno
 import hashlib
 import os
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, Dataset
-
-if TYPE_CHECKING:
-    from .image_cache import CachedImages
+from .image_cache import CachedImages, cached_images
+from .items import Item, Problem, Problems
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -49,6 +47,9 @@ __all__ = [
     "read_caption_file",
     "clean_captions",
     "walk_files",
+    "leaves_root",
+    "link_problem",
+    "LINK_OUTSIDE",
     "safe_relative",
     "stat_items",
     "unit_hash",
@@ -56,62 +57,8 @@ __all__ = [
 
 _WARNED: set[str] = set()
 
+LINK_OUTSIDE = "link leaves the data root"  # the problem kind of a symlink that points outside the root
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-@dataclass
-class Item:
-    """One image of a split: ``key`` is unique in the data set (a relative path without suffix, an id)."""
-
-    key: str
-    path: Path
-    captions: list[str]
-    box: tuple[float, float, float, float] | None = None  # (x, y, width, height) in source pixels
-    size: int = -1  # bytes and modification time of the image file (they key the image cache)
-    mtime_ns: int = -1
-
-
-@dataclass(frozen=True)
-class Problem:
-    kind: str  # "unreadable image", "missing caption file", ...
-    where: str  # the file or key concerned
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "where": self.where, "detail": self.detail}
-
-
-class Problems:
-    """Problems found in a source, in the order met; counted by kind."""
-
-    def __init__(self, items: list[Problem] | None = None):
-        self.items: list[Problem] = list(items or [])
-
-    def add(self, kind: str, where: str | Path, detail: str = "") -> None:
-        self.items.append(Problem(kind, str(where), detail))
-
-    def extend(self, other: "Problems") -> None:
-        self.items.extend(other.items)
-
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(p.kind for p in self.items))
-
-    def summary(self) -> str:
-        """``"2 unreadable image, 1 missing caption file"`` (most frequent first)."""
-        return ", ".join(f"{n} {kind}" for kind, n in Counter(p.kind for p in self.items).most_common())
-
-    def to_list(self) -> list[dict[str, str]]:
-        return [p.to_dict() for p in self.items]
-
-    @classmethod
-    def from_list(cls, rows: list[dict[str, str]]) -> "Problems":
-        return cls([Problem(r["kind"], r["where"], r.get("detail", "")) for r in rows])
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[Problem]:
-        return iter(self.items)
 
 
 @dataclass
@@ -165,9 +112,24 @@ def read_caption_file(path: Path, problems: Problems, max_words: int, limit: int
 
 
 # -- files --------------------------------------------------------------------------------------------------
+def leaves_root(real_root: Path, path: Path) -> bool:
+    """Whether ``path``, its symlinks followed, lies outside ``real_root`` (an already resolved folder)."""
+    try:
+        return not path.resolve().is_relative_to(real_root)
+    except (OSError, RuntimeError):  # a symlink loop: reported where the file is opened
+        return False
+
+
+def link_problem(path: Path) -> str:
+    """The detail of a "link leaves the data root" problem: where the link points."""
+    return f"points to {os.path.realpath(path)}; skipped"
+
+
 def walk_files(root: Path, problems: Problems, suffixes: tuple[str, ...] | None = None) -> list[Path]:
-    """Files under ``root`` (following symlinks), sorted; a symlink loop is reported, not followed twice."""
+    """Files under ``root`` (following symlinks that stay inside it), sorted. A symlink loop is reported, not
+    followed twice; a symlink to a file or folder outside ``root`` is reported and not followed."""
     out: list[Path] = []
+    real_root = root.resolve()
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -195,6 +157,10 @@ def walk_files(root: Path, problems: Problems, suffixes: tuple[str, ...] | None 
                 is_file = not is_dir and entry.is_file()
             except OSError as exc:
                 problems.add("symlink loop" if exc.errno == errno.ELOOP else "unreadable file", path, exc.strerror or "")
+                continue
+            wanted = is_dir or suffixes is None or path.suffix.lower() in suffixes
+            if wanted and entry.is_symlink() and leaves_root(real_root, path):
+                problems.add(LINK_OUTSIDE, path, link_problem(path))
                 continue
             if is_dir:
                 stack.append(path)
@@ -314,10 +280,8 @@ class DiskDataset(Dataset):
             self._indexes[split] = index
         return self._indexes[split]
 
-    def cache(self, split: str, resolution: int, *, rebuild: bool = False) -> "CachedImages":
+    def cache(self, split: str, resolution: int, *, rebuild: bool = False) -> CachedImages:
         """The split's image cache at ``resolution``, built now if missing, stale or ``rebuild``."""
-        from .image_cache import cached_images
-
         if not isinstance(resolution, int) or isinstance(resolution, bool) or not 4 <= resolution <= 2048:
             raise UsageError(f"{self.name}: resolution must be an integer in 4..2048, got {resolution!r}")
         index = self.index(split)

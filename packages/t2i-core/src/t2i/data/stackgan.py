@@ -26,13 +26,13 @@ the order of ``filenames.pickle``) is optional; :meth:`StackGANLayout.export_emb
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UsageError
+from ..fileio import atomic_path
 from .safe_pickle import load_pickle
 from .source import DiskDataConfig, DiskDataset, Item, Problems, SplitIndex, read_caption_file, stat_items, walk_files
 
@@ -163,10 +163,8 @@ class StackGANLayout(DiskDataset):
                     rows.append(table[i, j])
         if not found or not rows:
             return None
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp.npz")
-        np.savez(tmp, captions=np.array(captions, dtype=str), embeddings=np.stack(rows))
-        os.replace(tmp, out)
+        with atomic_path(out, suffix=".npz") as tmp:
+            np.savez(tmp, captions=np.array(captions, dtype=str), embeddings=np.stack(rows))
         return out
 
 

@@ -3,8 +3,9 @@
 A checkpoint is a folder ``checkpoints/step_00001000/`` holding ``<network>.safetensors`` files, a
 ``state.pt`` (optimisers, schedulers, grad scaler, RNG states, data position; loaded with
 ``weights_only=True``) and ``meta.json`` (step, JSON-able extras such as a text encoder's vocabulary).
-It is assembled in a hidden temporary folder and renamed into place, so a ``step_*`` folder is always
-complete; the newest one is the latest checkpoint. Only the last ``keep`` are kept.
+It is assembled in a hidden temporary folder (unique to the writer) and renamed into place, so a
+``step_*`` folder is always complete; the newest one is the latest checkpoint. Only the last ``keep`` are
+kept. :class:`t2i.engine.checkpointer.Checkpointer` decides what goes in and when.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import UsageError
 
-__all__ = ["Checkpoint", "save_checkpoint", "list_checkpoints", "latest_checkpoint", "load_checkpoint"]
+__all__ = [
+    "Checkpoint", "save_checkpoint", "list_checkpoints", "latest_checkpoint", "load_checkpoint", "sampling_weights",
+]
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -66,25 +70,27 @@ def save_checkpoint(
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
-    tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = root / f".tmp-step_{step:08d}-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
-    for name, tensors in weights.items():
-        # clone: safetensors refuses tensors that share storage (tied weights, views)
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
-    torch.save(dict(state), tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
-    for f in tmp.iterdir():
-        _fsync_file(f)
-    _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. Ctrl-C right after a scheduled save)
-        old = root / f".old-step_{step:08d}-{os.getpid()}"
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+    try:
+        for name, tensors in weights.items():
+            # clone: safetensors refuses tensors that share storage (tied weights, views)
+            save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
+        torch.save(dict(state), tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving the same step (e.g. Ctrl-C right after a scheduled save)
+            old = tmp.with_name(tmp.name.replace(".tmp-", ".old-", 1))
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    finally:
+        if tmp.exists():  # the write failed (or was interrupted): leave no half-built folder behind
+            shutil.rmtree(tmp, ignore_errors=True)
     _fsync_dir(root)
     for stale in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(stale, ignore_errors=True)
@@ -117,3 +123,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (OSError, ValueError, RuntimeError) as exc:
         raise UsageError(f"checkpoint {p} cannot be read: {exc}") from None
     return Checkpoint(p, int(meta["step"]), weights, state, meta)
+
+
+def sampling_weights(saved: Collection[str], *, ema: bool = True) -> str:
+    """Which saved generator to sample from: ``generator_ema`` when ``ema`` is asked for and the run kept an
+    EMA, else ``generator``. ``saved``: the names of a checkpoint's weights."""
+    return "generator_ema" if ema and "generator_ema" in saved else "generator"

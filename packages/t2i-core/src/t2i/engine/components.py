@@ -2,36 +2,37 @@
 
 The same path serves ``t2i run``, every trial of a study, ``t2i sample`` and a notebook. A component
 that refuses its settings (``ValueError`` from its config or constructor) becomes a one-line
-:class:`UsageError` naming the component, before any training step.
+:class:`UsageError` naming it (:meth:`t2i.registry.Registry.build`), before any training step.
+
+A run is built in three phases, because each needs what the one before produced:
+
+1. the data set and the text encoder;
+2. the training split, loaded (at the random crop's larger size when that is on), and the text encoder
+   fitted on its captions (a vocabulary, say);
+3. the networks, sized by the fitted encoder's ``dim``, and the losses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..config import ComponentConfig, ExperimentConfig
+from ..data.augment import BatchAugment
+from ..data.splits import load_split
 from ..errors import ConfigError, UsageError
-from ..interfaces import AdversarialLoss, Dataset, Discriminator, Generator, LossTerm, TextEncoder
+from ..interfaces import (
+    AdversarialLoss, CaptionedImages, Dataset, Discriminator, Generator, LossTerm, TextEncoder, check_needs, loss_role,
+)
 from ..options import build_config, config_to_dict
 from ..plugins import registry
 from ..text.head import HEAD_OPTIONS, HeadedTextEncoder, TextHeadConfig
 
-__all__ = ["Components", "build_text_encoder", "build_generator", "build_components", "build_dataset"]
-
-
-def _create(kind: str, comp: ComponentConfig | tuple[str, dict], **context: Any) -> tuple[Any, dict[str, Any]]:
-    """Create a component; return it with its full options (defaults filled in) for the saved config."""
-    name, options = (comp.name, comp.options) if isinstance(comp, ComponentConfig) else comp
-    reg = registry(kind)
-    cfg = reg.make_config(name, options)
-    try:
-        obj = reg.create(name, cfg, **context)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"{reg.noun} '{name}' cannot be built with these settings: {exc}") from None
-    full = config_to_dict(cfg) if dataclasses.is_dataclass(cfg) else {}
-    return obj, full
+__all__ = [
+    "Components", "Losses", "build_components", "build_dataset", "build_text_encoder", "build_generator",
+    "build_discriminator", "build_losses",
+]
 
 
 def _check(obj: Any, base: type, kind: str, name: str) -> None:
@@ -40,7 +41,7 @@ def _check(obj: Any, base: type, kind: str, name: str) -> None:
 
 
 def build_dataset(cfg: ExperimentConfig) -> tuple[Dataset, dict[str, Any]]:
-    data, full = _create("datasets", (cfg.data.name, cfg.data.options))
+    data, full = registry("datasets").build(cfg.data.name, cfg.data.options)
     _check(data, Dataset, "data set", cfg.data.name)
     return data, full
 
@@ -50,7 +51,7 @@ def build_text_encoder(cfg: ExperimentConfig) -> tuple[TextEncoder, dict[str, An
     ``head_dropout``: any encoder; see :mod:`t2i.text.head`)."""
     options = dict(cfg.text_encoder.options)
     head_options = {k: options.pop(k) for k in HEAD_OPTIONS if k in options}
-    enc, full = _create("text_encoders", (cfg.text_encoder.name, options))
+    enc, full = registry("text_encoders").build(cfg.text_encoder.name, options)
     _check(enc, TextEncoder, "text encoder", cfg.text_encoder.name)
     if head_options:
         try:
@@ -65,9 +66,18 @@ def build_text_encoder(cfg: ExperimentConfig) -> tuple[TextEncoder, dict[str, An
 
 def build_generator(cfg: ExperimentConfig, text_dim: int) -> tuple[Generator, dict[str, Any]]:
     _check_resolution("generators", cfg.generator.name, cfg.data.resolution)
-    gen, full = _create("generators", cfg.generator, resolution=cfg.data.resolution, text_dim=text_dim)
+    gen, full = registry("generators").build(cfg.generator.name, cfg.generator.options,
+                                              resolution=cfg.data.resolution, text_dim=text_dim)
     _check(gen, Generator, "generator", cfg.generator.name)
     return gen, full
+
+
+def build_discriminator(cfg: ExperimentConfig, text_dim: int) -> tuple[Discriminator, dict[str, Any]]:
+    _check_resolution("discriminators", cfg.discriminator.name, cfg.data.resolution)
+    disc, full = registry("discriminators").build(cfg.discriminator.name, cfg.discriminator.options,
+                                                  resolution=cfg.data.resolution, text_dim=text_dim)
+    _check(disc, Discriminator, "discriminator", cfg.discriminator.name)
+    return disc, full
 
 
 def _check_resolution(kind: str, name: str, resolution: int) -> None:
@@ -81,7 +91,8 @@ def _check_resolution(kind: str, name: str, resolution: int) -> None:
         )
 
 
-def _check_compatible(gen: Generator, disc: Discriminator, terms: list[tuple[str, float, LossTerm]], cfg: ExperimentConfig) -> None:
+def _check_compatible(gen: Generator, disc: Discriminator, terms: list[tuple[str, float, LossTerm]],
+                      cfg: ExperimentConfig) -> None:
     """Refuse combinations that cannot train, before the first step, in one line."""
     g, d = cfg.generator.name, cfg.discriminator.name
     if gen.progressive and not disc.progressive:
@@ -97,70 +108,110 @@ def _check_compatible(gen: Generator, disc: Discriminator, terms: list[tuple[str
 
 
 @dataclass
-class Components:
-    """Everything a training run is made of, plus the config with every option written out."""
+class Losses:
+    """The adversarial loss, the weighted terms ``(name, weight, term)``, and the options of each for the
+    saved config. ``needs``: what the engine computes for them (:data:`t2i.interfaces.NEEDS`)."""
 
-    dataset: Dataset
-    text_encoder: TextEncoder
-    generator: Generator
-    discriminator: Discriminator
     adversarial: AdversarialLoss
     terms: list[tuple[str, float, LossTerm]]
-    resolved: ExperimentConfig
-
-    @property
-    def needs(self) -> frozenset[str]:
-        out: set[str] = set(self.adversarial.needs)
-        for _, _, term in self.terms:
-            out |= term.needs
-        return frozenset(out)
+    adversarial_options: dict[str, Any]
+    term_options: dict[str, dict[str, Any]]
+    needs: frozenset[str]
 
 
-def build_components(cfg: ExperimentConfig, fit_text: Callable[[TextEncoder, Dataset], None] | None = None) -> Components:
-    """Create every component of ``cfg``. ``fit_text(encoder, dataset)`` runs between creating the text
-    encoder and the networks (it builds the vocabulary from the training captions)."""
-    for kind, comp in (("generators", cfg.generator), ("discriminators", cfg.discriminator)):
-        _check_resolution(kind, comp.name, cfg.data.resolution)  # before any data is loaded
-    dataset, data_opts = build_dataset(cfg)
-    encoder, enc_opts = build_text_encoder(cfg)
-    if fit_text is not None:
-        fit_text(encoder, dataset)
-    gen, gen_opts = build_generator(cfg, encoder.dim)
-    disc, disc_opts = _create("discriminators", cfg.discriminator, resolution=cfg.data.resolution, text_dim=encoder.dim)
-    _check(disc, Discriminator, "discriminator", cfg.discriminator.name)
-
+def build_losses(cfg: ExperimentConfig) -> Losses:
+    """The adversarial loss and every term of non-zero weight. A loss's role is its class: an
+    :class:`AdversarialLoss` goes in ``--loss``, any other :class:`LossTerm` in ``--term``."""
     losses = registry("losses")
-    adv_entry = losses.get(cfg.loss.adversarial)
-    if adv_entry.metadata.get("role") not in (None, "adversarial"):
-        raise UsageError(
-            f"loss '{cfg.loss.adversarial}' is a loss term, not an adversarial loss; "
-            f"use --term {cfg.loss.adversarial}=WEIGHT and choose --loss from: "
-            + ", ".join(n for n in losses.names() if losses.get(n).metadata.get("role") == "adversarial")
-        )
-    adversarial, adv_opts = _create("losses", (cfg.loss.adversarial, cfg.loss.options))
-    _check(adversarial, AdversarialLoss, "adversarial loss", cfg.loss.adversarial)
+    name = cfg.loss.adversarial
+    if loss_role(losses.get(name).factory) == "term":
+        raise _not_adversarial(name)
+    adversarial, adv_opts = losses.build(name, cfg.loss.options)
+    if isinstance(adversarial, LossTerm) and not isinstance(adversarial, AdversarialLoss):
+        raise _not_adversarial(name)
+    _check(adversarial, AdversarialLoss, "adversarial loss", name)
+    needs = set(check_needs(adversarial, "loss", name))
     terms, term_opts = [], {}
     for name, weight in cfg.loss.terms.items():
         if weight == 0:
             continue
-        term, opts = _create("losses", (name, cfg.loss.term_options.get(name, {})))
-        _check(term, LossTerm, "loss term", name)
+        if loss_role(losses.get(name).factory) == "adversarial":
+            raise _not_a_term(name)
+        term, opts = losses.build(name, cfg.loss.term_options.get(name, {}))
         if isinstance(term, AdversarialLoss):
-            raise UsageError(f"'{name}' is an adversarial loss; choose it with --loss {name}, not --term")
+            raise _not_a_term(name)
+        _check(term, LossTerm, "loss term", name)
+        needs |= check_needs(term, "loss term", name)
         terms.append((name, float(weight), term))
         if opts:
             term_opts[name] = opts
     unknown_opts = set(cfg.loss.term_options) - set(cfg.loss.terms)
     if unknown_opts:
-        raise UsageError(f"loss.term_options has options for terms that are not used: {', '.join(sorted(unknown_opts))}")
+        raise UsageError("loss.term_options has options for terms that are not used: "
+                         + ", ".join(sorted(unknown_opts)))
+    return Losses(adversarial, terms, adv_opts, term_opts, frozenset(needs))
 
-    _check_compatible(gen, disc, terms, cfg)
+
+def _not_adversarial(name: str) -> UsageError:
+    losses = registry("losses")
+    choices = [n for n in losses.names() if loss_role(losses.get(n).factory) == "adversarial"]
+    return UsageError(f"loss '{name}' is a loss term, not an adversarial loss; use --term {name}=WEIGHT and "
+                      f"choose --loss from: {', '.join(choices)}")
+
+
+def _not_a_term(name: str) -> UsageError:
+    return UsageError(f"'{name}' is an adversarial loss; choose it with --loss {name}, not --term")
+
+
+@dataclass
+class Components:
+    """Everything a training run is made of, plus the config with every option written out."""
+
+    dataset: Dataset
+    text_encoder: TextEncoder
+    train_split: CaptionedImages
+    batch_augment: BatchAugment
+    generator: Generator
+    discriminator: Discriminator
+    losses: Losses
+    resolved: ExperimentConfig
+
+    @property
+    def adversarial(self) -> AdversarialLoss:
+        return self.losses.adversarial
+
+    @property
+    def terms(self) -> list[tuple[str, float, LossTerm]]:
+        return self.losses.terms
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return self.losses.needs
+
+
+def build_components(cfg: ExperimentConfig) -> Components:
+    """Create every component of ``cfg`` in the three phases of the module docstring."""
+    for kind, comp in (("generators", cfg.generator), ("discriminators", cfg.discriminator)):
+        _check_resolution(kind, comp.name, cfg.data.resolution)  # before any data is loaded
+    # 1. the data set and the text encoder
+    dataset, data_opts = build_dataset(cfg)
+    encoder, enc_opts = build_text_encoder(cfg)
+    # 2. the training split, and the encoder fitted on its captions
+    d = cfg.data
+    batch_augment = BatchAugment(d.resolution, random_crop=d.random_crop, flip=d.flip, jitter=d.jitter, dataset=dataset)
+    train_split = load_split(dataset, d.train_split, batch_augment.load_resolution)
+    encoder.fit(train_split.captions)
+    # 3. the networks, sized by the encoder, and the losses
+    gen, gen_opts = build_generator(cfg, encoder.dim)
+    disc, disc_opts = build_discriminator(cfg, encoder.dim)
+    losses = build_losses(cfg)
+    _check_compatible(gen, disc, losses.terms, cfg)
     resolved = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, options=data_opts),
         text_encoder=ComponentConfig(cfg.text_encoder.name, enc_opts),
         generator=ComponentConfig(cfg.generator.name, gen_opts),
         discriminator=ComponentConfig(cfg.discriminator.name, disc_opts),
-        loss=dataclasses.replace(cfg.loss, options=adv_opts, term_options=term_opts),
+        loss=dataclasses.replace(cfg.loss, options=losses.adversarial_options, term_options=losses.term_options),
     )
-    return Components(dataset, encoder, gen, disc, adversarial, terms, resolved)
+    return Components(dataset, encoder, train_split, batch_augment, gen, disc, losses, resolved)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from ..fileio import atomic_path
 
 __all__ = ["to_uint8", "caption_grid", "image_grid", "save_png"]
 
@@ -106,15 +107,8 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     Missing parent directories are created; on failure ``path`` is left as it was and no temp file remains.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        image.save(f, format="PNG")
     return path
 
 

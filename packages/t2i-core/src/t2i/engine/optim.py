@@ -11,7 +11,15 @@ import torch
 from ..config import TrainConfig
 from ..errors import ConfigError
 
-__all__ = ["make_optimizer", "make_scheduler", "Precision"]
+__all__ = ["learning_rates", "make_optimizer", "make_scheduler", "Precision", "steps_for_epochs"]
+
+
+def learning_rates(cfg: TrainConfig, world_size: int) -> tuple[float, float]:
+    """The learning rates of G and D a run uses. They are taken as given whatever the number of processes
+    (the global batch grows with it); ``train.scale_lr`` multiplies them by the number of processes (the
+    linear scaling rule)."""
+    scale = world_size if cfg.scale_lr else 1
+    return cfg.lr_g * scale, cfg.lr_d * scale
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, cfg: TrainConfig) -> torch.optim.Adam:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
-__all__ = ["Progress", "format_record"]
+__all__ = ["Progress", "Silent", "format_record"]
 
 _SHOWN = ("d/total", "g/total", "d/real_logit", "d/fake_logit")
 
@@ -75,3 +75,16 @@ class Progress:
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
+
+
+class Silent:
+    """The progress display of ranks other than 0: nothing (rank 0 speaks for the job)."""
+
+    def __enter__(self) -> "Silent":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None

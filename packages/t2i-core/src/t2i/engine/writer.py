@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..fileio import write_text
 from .grid import save_png
 
 __all__ = ["RunWriter"]
@@ -51,9 +52,7 @@ class RunWriter:
         self._metrics.close()
         path = self.run_dir / "metrics.jsonl"
         kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        write_text(path, "".join(line + "\n" for line in kept))
         self._metrics = open(path, "a", buffering=1)
 
     def samples(self, step: int, grid: Image.Image) -> Path | None:
@@ -72,11 +71,7 @@ class RunWriter:
         """Write a text file in the run folder atomically."""
         if not self.enabled:
             return None
-        path = self.run_dir / name
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(content)
-        os.replace(tmp, path)
-        return path
+        return write_text(self.run_dir / name, content)
 
     def flush(self) -> None:
         if self._tb is not None:

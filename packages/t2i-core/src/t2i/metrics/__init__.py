@@ -1,11 +1,25 @@
 """The core's evaluation metrics: numbers about a generator, each returned with the protocol that made it.
 
-- :mod:`.shapes_reader`: the attribute classifier ("reader") of the built-in Shapes data, trained by t2i,
-  cached on disk and reused;
-- :mod:`.shapes_accuracy`: generated images read back against the attributes their captions asked for;
-- :mod:`.diversity`: mode collapse as a number (pairwise distances within and between captions).
+The metrics (registered in :mod:`t2i.builtins.metrics`):
 
-The two helpers below are what every metric does the same way: choose reference images from a seed, and
+- :mod:`.inception_metrics`: ``fid``, ``kid`` and ``is`` on the TF-compatible Inception (:mod:`.inception`);
+- :mod:`.fd_dinov2`: ``fd_dinov2``, the Frechet distance in DINOv2 (or any timm model's) features
+  (:mod:`.timm_features`);
+- :mod:`.prc`: ``prc``, improved precision and recall;
+- :mod:`.clip_score`: ``clip_score``, CLIP's image/caption agreement;
+- :mod:`.r_precision`: ``r_precision``, caption retrieval (computed in :mod:`.retrieval`) with t2i's trained
+  image/text evaluator (:mod:`.evaluator`) or CLIP;
+- :mod:`.shapes_accuracy`: ``shapes_accuracy``, generated Shapes images read back against the attributes
+  their captions asked for, by the attribute reader of :mod:`.shapes_reader`;
+- :mod:`.diversity`: ``diversity``, mode collapse as a number (pixel distances within and between captions).
+
+What they share: :mod:`.build` (building metrics from names and options; how their keys are logged),
+:mod:`.keys` (what a key means: subsets, ceilings, spreads, which metric produced it and which value is
+best), :mod:`.features` (feature extractors), :mod:`.image_sets` (image sets and the disk cache of their
+features), :mod:`.frechet` (Gaussian statistics and the Frechet distance) and :mod:`.compare` (metrics of
+two image folders, ``t2i eval FOLDER --reference ...``).
+
+The helpers below are what every metric does the same way: choose reference images from a seed, and
 call the engine's ``generate`` in chunks, checking what comes back.
 """
 

@@ -2,9 +2,10 @@
 
 Like torch-fidelity's command line: ``images`` is a folder of image files; ``reference`` is another folder,
 or a registered data set's split (``shapes``, ``shapes:train``), loaded at the folder images' size.
-Only metrics that can compare image sets qualify (they have a ``compare(images, reference)`` method:
-``fid``, ``kid``, ``is``). Metrics using the same network share one loaded copy, and the features of both
-folders are cached on disk (keyed by the sha256 of the files), so ``fid`` then ``kid`` reads each image once.
+Only metrics that compare image sets qualify: those built as a :class:`t2i.interfaces.ImageSetMetric`
+(in the core ``fid``, ``kid``, ``is``, ``prc`` and ``fd_dinov2``). Inception metrics with the same settings
+share one loaded network, and the features of both folders are cached on disk (keyed by the sha256 of the
+files), so ``fid`` then ``kid`` reads each image once.
 
     from t2i.metrics.compare import evaluate_images
     report = evaluate_images("samples/", "data/real/", metrics=["fid", "kid"])
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UsageError
+from ..interfaces import ImageSet, ImageSetMetric
 from ..plugins import registry
-from .image_sets import ImageSet, folder_images, split_images
+from .build import build_metrics, flat_key
+from .image_sets import folder_images, split_images
 
 __all__ = ["evaluate_images", "resolve_reference"]
 
@@ -37,10 +40,7 @@ def resolve_reference(reference: str | Path, resolution: int, data_options: Mapp
     if name not in datasets:
         installed = ", ".join(datasets.names()) or "none"
         raise UsageError(f"--reference {reference} is neither a folder nor a registered data set (installed: {installed})")
-    try:
-        dataset = datasets.create(name, dict(data_options or {}))
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"data set '{name}' cannot be built with these options: {exc}") from None
+    dataset, _ = datasets.build(name, dict(data_options or {}))
     split = split or ("test" if "test" in dataset.splits else dataset.splits[0])
     if split not in dataset.splits:
         raise UsageError(f"data set '{name}' has no split '{split}'; splits: {', '.join(dataset.splits)}")
@@ -63,7 +63,6 @@ def evaluate_images(
     that has one (``-M fid.device=...`` wins).
     """
     from .. import __version__
-    from ..engine.evaluate import build_metrics, flat_key
 
     names = list(metrics or (["fid"] if reference is not None else ["is"]))
     fake = folder_images(images)
@@ -86,15 +85,14 @@ def evaluate_images(
     values: dict[str, float] = {}
     protocols: dict[str, Any] = {}
     for name, metric, opts in built:
-        if not hasattr(metric, "compare"):
-            able = [n for n in reg.names() if hasattr(reg.get(n).factory, "compare")]
+        if not isinstance(metric, ImageSetMetric):
+            able = [n for n in reg.names() if _compares_image_sets(reg.get(n).factory)]
             raise UsageError(
                 f"metric '{name}' needs a generator, not image folders; folder evaluation supports: {', '.join(able)}"
             )
-        needs_reference = getattr(metric, "needs_reference", True)
-        if needs_reference and real is None:
+        if metric.needs_reference and real is None:
             raise UsageError(f"metric '{name}' compares with reference images: pass --reference FOLDER or a data set")
-        result = dict(metric.compare(fake, real if needs_reference else None, cache_images=True))
+        result = dict(metric.compare(fake, real if metric.needs_reference else None, cache_images=True))
         protocols[name] = {"options": opts, **result.pop("protocol", {})}
         for key, value in result.items():
             values[flat_key(name, key)] = float(value)  # "fid", "kid/std"
@@ -105,6 +103,10 @@ def evaluate_images(
         "protocol": protocols,
         "versions": {"t2i": __version__, **_library_versions()},
     }
+
+
+def _compares_image_sets(factory: Any) -> bool:
+    return isinstance(factory, type) and issubclass(factory, ImageSetMetric)
 
 
 def _library_versions() -> dict[str, str]:

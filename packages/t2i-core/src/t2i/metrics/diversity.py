@@ -80,6 +80,13 @@ def rms_distances(a: Tensor, b: Tensor | None = None) -> Tensor:
 class Diversity(Metric):
     """Mean pairwise pixel distance within and between captions; collapse_score ~0 means mode collapse."""
 
+    # the raw distances describe the images, they are not better when larger or smaller; the collapse score
+    # is best at 1, the variety of the real images (below: collapse, above: noise)
+    goals = {
+        "diversity/collapse_score": "one",
+        "diversity/within_caption": "none",
+        "diversity/between_captions": "none",
+    }
     chunk = 250  # captions per generate() call
 
     def __init__(self, cfg: DiversityConfig | None = None):

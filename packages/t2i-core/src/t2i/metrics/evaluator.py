@@ -23,7 +23,8 @@ The file (safetensors) holds the weights, the vocabulary, the recipe, and a key:
 resolution, recipe, :data:`VERSION`. :func:`ensure_evaluator` reuses a file whose key matches and rebuilds the
 default cache file when it does not; metrics check that the data set and resolution match the reference
 split they score. Default file: ``<cache>/evaluators/evaluator-<data>-<R>px-v<VERSION>.safetensors``, with
-``<cache>`` = ``$T2I_CACHE_DIR``, else ``~/.cache/t2i``.
+``<cache>`` = ``$T2I_CACHE_DIR``, else ``~/.cache/t2i``. Training holds a lock on the file, so parallel study
+jobs or DDP ranks that need the same evaluator train it once and the others load it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UsageError
+from ..fileio import atomic_path, cache_lock
 from ..interfaces import Dataset
 from ..paths import default_cache_dir
 from ..weights import module_sha256
@@ -248,7 +249,7 @@ def train_evaluator(
     log: Any = None,
 ) -> Evaluator:
     """Train an evaluator on ``data``'s ``train`` split; validate it on ``test`` (R-precision on real images)."""
-    from .r_precision import r_precision_of
+    from .retrieval import r_precision_of
 
     recipe = recipe or EvaluatorRecipe()
     device = torch.device(device)
@@ -321,18 +322,11 @@ def save_evaluator(model: Evaluator, path: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": _FORMAT, "key": json.dumps(model.key, sort_keys=True), "vocabulary": json.dumps(model.vocabulary),
                 "info": json.dumps({k: v for k, v in model.info.items() if k != "file"})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     model.info["file"] = str(path)
     return path
 
@@ -404,19 +398,20 @@ def ensure_evaluator(
     path = Path(out).expanduser() if out else default_evaluator_path(data_name, resolution)
     probe = data.load("train", resolution)  # the data set's own version fields are part of the key
     wanted = evaluator_key(data_name, data_options, resolution, recipe, probe.info)
-    if path.exists() and not force:
-        have = read_key(path)
-        if have == wanted:
-            return load_evaluator(path, device), False
-        if out is not None:
-            why = "it is not a t2i evaluator file" if have is None else _difference(have, wanted)
-            raise UsageError(f"{path} exists and holds another evaluator ({why}); pass --force to replace it, "
-                             f"or choose another --out")
-    if log is not None:
-        log(f"training the evaluator for {data_name} at {resolution} px ({recipe.steps} steps); file: {path}")
-    model = train_evaluator(data, data_name=data_name, data_options=data_options, resolution=resolution,
-                            recipe=recipe, device=device, log=log)
-    save_evaluator(model, path)
+    with cache_lock(path):  # checked under the lock: another process may be training this very file
+        if path.exists() and not force:
+            have = read_key(path)
+            if have == wanted:
+                return load_evaluator(path, device), False
+            if out is not None:
+                why = "it is not a t2i evaluator file" if have is None else _difference(have, wanted)
+                raise UsageError(f"{path} exists and holds another evaluator ({why}); pass --force to replace it, "
+                                 f"or choose another --out")
+        if log is not None:
+            log(f"training the evaluator for {data_name} at {resolution} px ({recipe.steps} steps); file: {path}")
+        model = train_evaluator(data, data_name=data_name, data_options=data_options, resolution=resolution,
+                                recipe=recipe, device=device, log=log)
+        save_evaluator(model, path)
     return model, True
 
 
@@ -439,9 +434,13 @@ def shapes_evaluator(resolution: int, cache_dir: str | os.PathLike | None = None
     path = default_evaluator_path("shapes", resolution, cache_dir)
     if path.is_file() and read_key(path) is not None:
         return load_evaluator(path)
-    cfg = ShapesConfig()
-    print(f"t2i: training the Shapes R-precision evaluator for {resolution} px, once (about a minute); cache: {path}",
-          file=sys.stderr, flush=True)
-    model, _ = ensure_evaluator(Shapes(cfg), data_name="shapes", data_options=config_to_dict(cfg),
-                                resolution=resolution, recipe=EvaluatorRecipe(), out=path, force=True)
+    with cache_lock(path):
+        if path.is_file() and read_key(path) is not None:  # trained by another process while this one waited
+            return load_evaluator(path)
+        cfg = ShapesConfig()
+        print(f"t2i: training the Shapes R-precision evaluator for {resolution} px, once (about a minute); cache: {path}",
+              file=sys.stderr, flush=True)
+        model = train_evaluator(Shapes(cfg), data_name="shapes", data_options=config_to_dict(cfg), resolution=resolution,
+                                recipe=EvaluatorRecipe())
+        save_evaluator(model, path)
     return model

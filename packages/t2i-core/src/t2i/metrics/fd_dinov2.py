@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from ..interfaces import CaptionedImages, Metric
+from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
 from . import Generate, generate_images, seeded_caption, seeded_order
 from .features import FeatureExtractor
 from .frechet import RunningStats, frechet_distance
-from .image_sets import ImageSet, cached_features, split_images, tensor_images
+from .image_sets import cached_features, split_images, tensor_images
 from .prc import build_extractor
 
 __all__ = ["FrechetDinoConfig", "FrechetDino"]
@@ -56,7 +56,7 @@ class FrechetDinoConfig:
             raise ValueError(f"extractor must be dinov2 or timm:<model>, got {self.extractor!r} (for Inception use fid)")
 
 
-class FrechetDino(Metric):
+class FrechetDino(ImageSetMetric):
     """Frechet distance between generated and real images in DINOv2 (or any timm model's) feature space."""
 
     higher_is_better = False

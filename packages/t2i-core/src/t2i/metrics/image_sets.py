@@ -1,6 +1,6 @@
 """Sets of images that distribution metrics compare, and the disk cache of their features.
 
-An :class:`ImageSet` is a sized, re-iterable source of uint8 ``(B, H, W, 3)`` batches plus an ``identity``:
+An :class:`~t2i.interfaces.ImageSet` is a sized, re-iterable source of uint8 ``(B, H, W, 3)`` batches plus an ``identity``:
 a JSON-able description precise enough to key a cache (a data set split's info and the sha256 of its
 pixels; a folder's path and the sha256 of its files). Three kinds: a data set split in memory
 (:func:`split_images`), a folder of image files read batch by batch (:func:`folder_images`), and anything
@@ -11,7 +11,8 @@ else as a tensor (:func:`tensor_images`).
 ``~/.cache/t2i``): the float64 :class:`~t2i.metrics.frechet.RunningStats` of each feature (FID) and the
 features themselves (KID). The digest covers the image set's identity and the extractor's cache key
 (name, weights sha256, preprocessing); the file repeats the full key, and a file whose key differs, or that
-cannot be read, is recomputed and replaced, never reused.
+cannot be read, is recomputed and replaced, never reused. The build holds a lock on the file, so parallel
+study jobs or DDP ranks asking for the same features compute them once and the others read the result.
 """
 
 from __future__ import annotations
@@ -19,17 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import UsageError
-from ..interfaces import CaptionedImages
+from ..fileio import atomic_path, cache_lock
+from ..interfaces import CaptionedImages, ImageSet
 from ..paths import default_cache_dir
 from .features import FeatureExtractor
 from .frechet import RunningStats
@@ -38,22 +38,6 @@ __all__ = ["ImageSet", "split_images", "folder_images", "tensor_images", "cached
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _FORMAT = "t2i-reference-features-v1"
-
-
-@dataclass
-class ImageSet:
-    """``count`` images, yielded by ``batches(batch_size)`` as uint8 ``(B, H, W, 3)``; ``identity`` says which."""
-
-    identity: dict[str, Any]
-    count: int
-    _batches: Callable[[int], Iterator[Tensor]]
-
-    def batches(self, batch_size: int) -> Iterator[Tensor]:
-        return self._batches(batch_size)
-
-    def describe(self) -> dict[str, Any]:
-        """The identity without hashes, for a protocol."""
-        return {k: v for k, v in self.identity.items() if not k.endswith("sha256")} | {"count": self.count}
 
 
 def _sha256_tensor(images: Tensor) -> str:
@@ -163,15 +147,8 @@ def _write_cache(path: Path, key_json: str, stats: dict[str, RunningStats], feat
     for name, s in stats.items():
         arrays.update({f"{name}.{k}": v for k, v in s.state_dict().items()})
         arrays[f"{name}.features"] = feats[name].numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_features(
@@ -193,12 +170,22 @@ def cached_features(
     }  # fmt: skip
     key_json = json.dumps(key, sort_keys=True, default=str)
     path = _cache_path(key, extractor.name, cache_dir)
-    if use_cache:
-        found = _read_cache(path, key_json, names)
-        if found is not None:
-            return found[0], found[1], {"file": path.name, "hit": True}
+    if not use_cache:
+        stats, feats = _extract_stats(extractor, images, batch_size, names)
+        return stats, feats, {"file": path.name, "hit": False}
+    found = _read_cache(path, key_json, names)
+    if found is None:
+        with cache_lock(path):
+            found = _read_cache(path, key_json, names)  # another process may have built it meanwhile
+            if found is None:
+                stats, feats = _extract_stats(extractor, images, batch_size, names)
+                _write_cache(path, key_json, stats, feats)
+                return stats, feats, {"file": path.name, "hit": False}
+    return found[0], found[1], {"file": path.name, "hit": True}
+
+
+def _extract_stats(
+    extractor: FeatureExtractor, images: ImageSet, batch_size: int, names: list[str]
+) -> tuple[dict[str, RunningStats], dict[str, Tensor]]:
     feats = extract_all(extractor, images, batch_size)
-    stats = {n: RunningStats().update(feats[n]) for n in names}
-    if use_cache:
-        _write_cache(path, key_json, stats, feats)
-    return stats, feats, {"file": path.name, "hit": False}
+    return {n: RunningStats().update(feats[n]) for n in names}, feats

@@ -21,6 +21,7 @@ Each metric can also compare two image sets without a generator (:meth:`Inceptio
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -30,11 +31,11 @@ import torch
 from torch import Tensor
 
 from ..errors import UsageError
-from ..interfaces import CaptionedImages, Metric
+from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
 from . import Generate, generate_images, seeded_caption, seeded_order
 from .features import FeatureExtractor, make_extractor
 from .frechet import RunningStats, frechet_distance
-from .image_sets import ImageSet, cached_features, split_images, tensor_images
+from .image_sets import cached_features, split_images, tensor_images
 
 __all__ = [
     "InceptionMetricConfig", "KIDConfig", "ISConfig", "InceptionMetric", "FID", "KID", "InceptionScore",
@@ -103,12 +104,11 @@ def _versions() -> dict[str, str]:
     }  # fmt: skip
 
 
-class InceptionMetric(Metric):
+class InceptionMetric(ImageSetMetric):
     """What ``fid``, ``kid`` and ``is`` share: the caption choice, the extractor, the real-feature cache."""
 
     metric: ClassVar[str]
     features: ClassVar[tuple[str, ...]]
-    needs_reference: ClassVar[bool] = True
     chunk = 250  # captions per generate() call
 
     def __init__(self, cfg: InceptionMetricConfig | None = None, *, extractor: FeatureExtractor | None = None):
@@ -190,9 +190,9 @@ class InceptionMetric(Metric):
         values = self._score(fake_stats, fake_features, real)
         return {**values, "protocol": {**protocol, **self._protocol()}}
 
+    @abc.abstractmethod
     def _score(self, fake_stats: RunningStats, fake: dict[str, Tensor], real: _Real | None) -> dict[str, float]:
         """The values, from the generated side's running statistics and features and the real side's."""
-        raise NotImplementedError
 
     def _protocol(self) -> dict[str, Any]:
         return {}

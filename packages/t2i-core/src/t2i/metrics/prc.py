@@ -31,10 +31,10 @@ import torch
 from torch import Tensor
 
 from ..errors import UsageError
-from ..interfaces import CaptionedImages, Metric
+from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
 from . import Generate, generate_images, seeded_caption, seeded_order
 from .features import FeatureExtractor, make_extractor
-from .image_sets import ImageSet, cached_features, extract_all, tensor_images
+from .image_sets import cached_features, extract_all, tensor_images
 
 __all__ = ["PrecisionRecallConfig", "PrecisionRecall", "knn_radii", "manifold_coverage", "precision_recall",
            "build_extractor"]
@@ -116,7 +116,7 @@ def build_extractor(spec: str, weights: str = "", device: str = "auto") -> Featu
 
 
 # -- the metric --------------------------------------------------------------------------------------
-class PrecisionRecall(Metric):
+class PrecisionRecall(ImageSetMetric):
     """Improved precision (realism) and recall (coverage) of generated images, k-NN manifolds in feature space."""
 
     chunk = 250  # captions per generate() call

@@ -31,7 +31,7 @@ its task; it also records its accuracy on the same images under fresh augmentati
 Cache: ``<cache>/evaluators/shapes-reader-{R}px-v{VERSION}-{hash}.safetensors``, where ``<cache>`` is the
 ``cache_dir`` argument, else ``$T2I_CACHE_DIR``, else ``~/.cache/t2i``, and the hash covers the recipe,
 :data:`VERSION` and the data set's ``SPEC_VERSION``. Bump :data:`VERSION` whenever this file changes what a
-recipe trains.
+recipe trains. Training holds a lock on the cache file: parallel study jobs or DDP ranks train it once.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +63,7 @@ from ..data.shapes import (
     render,
 )
 from ..errors import UsageError
+from ..fileio import atomic_path, cache_lock
 from ..paths import default_cache_dir
 from ..weights import module_sha256
 
@@ -347,29 +347,25 @@ def load_reader(resolution: int, cache_dir: str | os.PathLike | None = None) -> 
     path = reader_path(resolution, cache_dir)
     reader = _read(path, resolution)
     if reader is None:
-        print(f"t2i: training the Shapes attribute reader for {resolution} px, once (about half a minute); "
-              f"cache: {path}", file=sys.stderr, flush=True)  # fmt: skip
-        reader = train_reader(resolution)
-        _write(path, reader)
+        with cache_lock(path):
+            reader = _read(path, resolution)  # trained by another process while this one waited for the lock
+            if reader is None:
+                print(f"t2i: training the Shapes attribute reader for {resolution} px, once (about half a minute); "
+                      f"cache: {path}", file=sys.stderr, flush=True)  # fmt: skip
+                reader = train_reader(resolution)
+                _write(path, reader)
     reader.info["file"] = path.name
     return reader
 
 
 def _write(path: Path, reader: ShapesReader) -> None:
-    """Save atomically: a temporary file in the same directory, then ``os.replace``."""
+    """Save atomically (a reader of the cache never sees half a file)."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in reader.state_dict().items()}
     metadata = {"format": _FORMAT, **{k: json.dumps(v) for k, v in reader.info.items() if k != "file"}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def _read(path: Path, resolution: int) -> ShapesReader | None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
 from ..engine.grid import FONT_SIZE, INK, PAPER, save_png
+from ..fileio import atomic_path
 
 __all__ = ["curve_plot", "metric_plot", "samples_side_by_side"]
 
@@ -39,6 +40,14 @@ def _mean_curve(runs: Sequence[Series]) -> tuple[list[int], list[float], list[fl
             [max(by_step[s]) for s in steps])
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically, then free it."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
 def curve_plot(curves: dict[str, Sequence[Series]], title: str, ylabel: str, path: Path, *, symlog: bool = False) -> Path:
     """One line per trial (mean over its seeds, shaded between the lowest and highest seed)."""
     plt = _pyplot()
@@ -59,10 +68,7 @@ def curve_plot(curves: dict[str, Sequence[Series]], title: str, ylabel: str, pat
     if curves:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def metric_plot(values: dict[str, Sequence[Series]], title: str, path: Path) -> Path:
@@ -88,10 +94,7 @@ def metric_plot(values: dict[str, Sequence[Series]], title: str, path: Path) -> 
     ax.set_title(f"{title} (final evaluation)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def samples_side_by_side(grids: dict[str, Path], path: Path, *, per_row: int = 4, height: int = 360) -> Path | None:

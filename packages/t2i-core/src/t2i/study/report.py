@@ -5,15 +5,18 @@ report.md: the trials (what differs between them, status, training time, img/s, 
 health verdicts, loss and metric plots (plots/*.png), and the final sample grids side by side.
 results.csv: one row per run, for other tools.
 
-Which value is best: higher, except metrics matching the study's ``lower_is_better`` patterns or whose
-name says so (fid, kid, distance, loss, pixel_mean: lower), and ``collapse_score`` (closest to 1: the
-variety of real images; below is collapse, above is noise).
+Which value is best is what the metric that logged the key declares (``higher_is_better``, and ``goals`` for
+keys that differ, e.g. diversity's ``collapse_score``: closest to 1; :func:`t2i.metrics.keys.goal`); keys
+matching the study's ``lower_is_better`` patterns are ranked lower-is-better whatever the metric says.
+Spreads (``kid/std``), figures of the real images (the ceilings) and keys of metrics that are not installed
+are never ranked.
 """
 
 from __future__ import annotations
 
 import csv
 import fnmatch
+import io
 import json
 import math
 import re
@@ -25,14 +28,15 @@ from typing import Any
 from ..config import load_toml
 from ..engine.health import SEVERITIES, Verdict, read_health, read_records
 from ..errors import UsageError
-from .runner import trial_state
+from ..fileio import write_bytes, write_text
+from ..interfaces import Metric
+from ..metrics.keys import goal as declared_goal, is_ceiling, producer, split_key
+from ..plugins import registry
+from .records import trial_state
 from .spec import flatten
 
 __all__ = ["write_report", "load_folder", "StudyData", "goal"]
 
-_LOWER_WORDS = ("fid", "kid", "distance", "loss", "pixel_mean")
-_UNRANKED = ("within_caption", "between_captions")  # diversity's raw distances: read them, do not rank them
-_CEILING = re.compile(r"(^|/)real(_|/|$)|/real$")  # values of real images: the same for every trial
 _LOSS_KEYS = ("d/total", "g/total", "d/adv", "g/adv")
 _SECTION = {"generator": "G", "discriminator": "D", "text_encoder": "text", "data": "data", "train": "",
             "eval": "eval", "augment": "augment"}
@@ -99,15 +103,28 @@ def load_folder(folder: str | Path) -> StudyData:
     return StudyData(folder, plan, trials)
 
 
-def goal(metric: str, lower_is_better: list[str] | tuple[str, ...] = ()) -> str:
-    """``"max"``, ``"min"``, ``"one"`` (closest to 1) or ``"none"`` (descriptive, not ranked) for a metric key."""
-    if any(fnmatch.fnmatch(metric, p) for p in lower_is_better):
+def goal(key: str, lower_is_better: list[str] | tuple[str, ...] = ()) -> str:
+    """``"max"``, ``"min"``, ``"one"`` (closest to 1) or ``"none"`` (descriptive, not ranked) for a metric key:
+    ``"min"`` when it matches a ``lower_is_better`` pattern, else what the installed metric that logged it
+    declares."""
+    if any(fnmatch.fnmatch(key, p) for p in lower_is_better):
         return "min"
-    if metric.endswith(_UNRANKED):
-        return "none"
-    if metric.endswith("collapse_score"):
-        return "one"
-    return "min" if any(w in metric for w in _LOWER_WORDS) else "max"
+    metrics = registry("metrics")
+    name = producer(key, metrics.names())
+    return declared_goal(key, _declared(name) if name is not None else None)
+
+
+def _declared(name: str) -> Metric | type[Metric] | None:
+    """Metric ``name``'s class, where it declares its facts; a factory function's metric is built (default
+    options) to read them, and one that cannot be built declares nothing."""
+    factory = registry("metrics").get(name).factory
+    if isinstance(factory, type) and issubclass(factory, Metric):
+        return factory
+    try:
+        metric, _ = registry("metrics").build(name)
+    except UsageError:
+        return None
+    return metric if isinstance(metric, Metric) else None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -182,7 +199,7 @@ def metric_keys(data: StudyData) -> list[str]:
     keys: dict[str, None] = {}
     for run in data.runs:
         for key in run.evaluation:
-            if not _CEILING.search(key):
+            if not is_ceiling(key):
                 keys[key] = None
     return list(keys)
 
@@ -226,7 +243,9 @@ def write_plots(data: StudyData, keys: list[str]) -> dict[str, Path]:
             values = [abs(v) for runs in curves.values() for s in runs for _, v in s]
             symlog = bool(values) and max(values) > 1e3
             out[key] = curve_plot(curves, key, "loss (symlog)" if symlog else "loss", plots / f"loss_{key.replace('/', '_')}.png", symlog=symlog)
-    shown = keys if len(keys) <= 8 else [k for k in keys if "/mean" in k or k.endswith("collapse_score")][:8] or keys[:8]
+    lower = data.plan.get("lower_is_better", [])
+    headline = [k for k in keys if split_key(k)[1] == "all" and goal(k, lower) != "none"]
+    shown = keys if len(keys) <= 8 else headline[:8] or keys[:8]
     for key in shown:
         values = {t.label: [_series(r, f"eval/{key}") for r in t.runs if _series(r, f"eval/{key}")] for t in data.trials}
         values = {label: runs for label, runs in values.items() if runs}
@@ -249,22 +268,22 @@ def write_csv(data: StudyData, keys: list[str], diffs: dict[str, dict[str, Any]]
     varying = list(dict.fromkeys(k for changes in diffs.values() for k in changes))
     path = data.folder / "results.csv"
     all_metrics = list(dict.fromkeys(k for r in data.runs for k in r.evaluation))
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["trial", "seed", "run", "status", "message", "steps", "training_s", "img_per_s",
-                         *varying, *all_metrics, "health"])
-        for t in data.trials:
-            for r in t.runs:
-                s = r.state or {}
-                writer.writerow([
-                    t.label, r.seed, r.name, r.status, s.get("message", ""), s.get("step", ""),
-                    f"{s['elapsed_s']:.1f}" if s.get("elapsed_s") is not None else "",
-                    f"{s['img_per_s']:.1f}" if s.get("img_per_s") is not None else "",
-                    *[_text(flatten(r.config).get(k)) for k in varying],
-                    *[f"{r.evaluation[k]:.6g}" if k in r.evaluation else "" for k in all_metrics],
-                    ";".join(f"{v.severity}:{v.code}" for v in r.verdicts),
-                ])
-    return path
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["trial", "seed", "run", "status", "message", "steps", "training_s", "img_per_s",
+                     *varying, *all_metrics, "health"])
+    for t in data.trials:
+        for r in t.runs:
+            s = r.state or {}
+            writer.writerow([
+                t.label, r.seed, r.name, r.status, s.get("message", ""), s.get("step", ""),
+                f"{s['elapsed_s']:.1f}" if s.get("elapsed_s") is not None else "",
+                f"{s['img_per_s']:.1f}" if s.get("img_per_s") is not None else "",
+                *[_text(flatten(r.config).get(k)) for k in varying],
+                *[f"{r.evaluation[k]:.6g}" if k in r.evaluation else "" for k in all_metrics],
+                ";".join(f"{v.severity}:{v.code}" for v in r.verdicts),
+            ])
+    return write_bytes(path, text.getvalue().encode())
 
 
 def write_report(folder: str | Path) -> Path:
@@ -353,8 +372,4 @@ def write_report(folder: str | Path) -> Path:
         lines.append(f"| {r.name} | {r.status} | {s.get('step', '')} | {s.get('resumed_from') or ''} | "
                      f"`t2i run --config configs/{r.name}.toml` |")
     lines.append("")
-    path = data.folder / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return write_text(data.folder / "report.md", "\n".join(lines))

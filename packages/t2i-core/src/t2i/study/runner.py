@@ -16,13 +16,16 @@ A run that crashes (an exception) or diverges is recorded and the study goes on;
 after the current run saved its checkpoint.
 
 With ``jobs > 1`` the runs go to worker processes (``python -m t2i.study.worker``, the same code as the
-sequential path), at most ``jobs`` at a time, each with ``OMP_NUM_THREADS`` = cores / jobs unless set.
+sequential path), at most ``jobs`` at a time, each with ``OMP_NUM_THREADS`` = cores / jobs unless set. On a
+machine with several GPUs, runs whose device is ``auto`` or ``cuda`` get GPUs of their own: job slot ``j``
+sees GPUs ``j * nproc ...`` (modulo the count) through ``CUDA_VISIBLE_DEVICES``, and the study log says which.
+Every run trains through :func:`t2i.runs.train`, as ``t2i run`` does.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -37,11 +40,11 @@ from ..config import load_toml, save_toml
 from ..engine.checkpoint import latest_checkpoint
 from ..engine.health import read_health
 from ..errors import UsageError
+from ..fileio import write_text
+from .records import KEPT, trial_state, write_json
 from .spec import PlannedRun, StudySpec
 
-__all__ = ["run_study", "run_trial", "trial_state", "StudyOutcome", "KEPT"]
-
-KEPT = ("finished", "diverged")  # statuses a re-run keeps; others run (again)
+__all__ = ["run_study", "run_trial", "trial_state", "gpu_slots", "StudyOutcome", "KEPT"]
 
 
 @dataclass
@@ -52,31 +55,13 @@ class StudyOutcome:
     report: Path | None
 
 
-def trial_state(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``trial.json`` (how it ended, as the study recorded it), or ``None``."""
-    path = run_dir / "trial.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = True) -> dict[str, Any]:
     """Train one planned run (resuming from its checkpoint if it has one) and write its ``trial.json``.
 
     Never raises for a failing run: an exception becomes ``status = "crashed"`` with its message (the
     traceback goes to ``error.txt``). Returns the trial record."""
     from ..engine import distributed
-    from ..engine.trainer import Trainer
-    from ..runs import configure, resume_config
+    from ..runs import configure, resume_config, train
 
     config_path, run_dir = Path(config_path), Path(run_dir)
     started = time.time()
@@ -84,6 +69,8 @@ def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = Tru
     rank = 0
     record: dict[str, Any]
     try:
+        launched = distributed.torchrun_env()  # under torchrun (--nproc N) every process trains; rank 0 writes
+        rank = launched[0] if launched is not None else 0
         raw = load_toml(config_path)
         ckpt = latest_checkpoint(run_dir / "checkpoints")
         if ckpt is not None:
@@ -91,14 +78,9 @@ def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = Tru
             cfg = resume_config(run_dir, raw)
         else:
             cfg = configure(None, raw)
-        # under torchrun (t2i study run --nproc N) every process trains its share; rank 0 writes
-        with distributed.session(cfg.train.device) as ctx:
-            rank = ctx.rank
-            if ckpt is None and run_dir.exists() and rank == 0:  # started but never checkpointed: start again
-                shutil.rmtree(run_dir)
-            distributed.barrier() if ctx.world_size > 1 else None
-            trainer = Trainer(cfg, run_dir, resume=ckpt is not None, quiet=quiet, rank=ctx.rank, world_size=ctx.world_size)
-            result = trainer.fit()
+            if run_dir.exists() and rank == 0:  # started but never checkpointed: start again
+                shutil.rmtree(run_dir)  # the other ranks wait for rank 0 when the process group forms
+        result = train(cfg, run_dir, resume=ckpt is not None, quiet=quiet)
         record = {
             "status": result.status,
             "message": result.message,
@@ -121,16 +103,37 @@ def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = Tru
     record["command"] = f"t2i run --config {config_path} --out {run_dir}"
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "trial.json", record)
+        write_json(run_dir / "trial.json", record)
     return record
 
 
-def _run_in_worker(config_path: Path, run_dir: Path, threads: int | None, nproc: int = 1) -> dict[str, Any]:
+GPU_DEVICES = ("auto", "cuda")  # a run's train.device that lets the study choose its GPU
+
+
+def gpu_slots(jobs: int, nproc: int = 1) -> list[str] | None:
+    """The ``CUDA_VISIBLE_DEVICES`` of each of ``jobs`` job slots: ``nproc`` GPUs each, dealt round-robin over
+    the visible GPUs (``["0", "1", "2", "3"]`` for 4 jobs on 4 GPUs; ``["0,1", "2,3"]`` with ``nproc`` 2).
+    ``None`` with fewer than two GPUs, or fewer GPUs than one job needs (its ranks must not share one)."""
+    import torch
+
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()][:count] if visible else [str(i) for i in range(count)]
+    if len(ids) < 2 or nproc > len(ids):
+        return None
+    return [",".join(ids[(j * nproc + i) % len(ids)] for i in range(nproc)) for j in range(jobs)]
+
+
+def _run_in_worker(config_path: Path, run_dir: Path, threads: int | None, nproc: int = 1,
+                   gpus: str | None = None) -> dict[str, Any]:
     """Run one trial in ``python -m t2i.study.worker`` (under ``torchrun --standalone`` with ``nproc`` > 1:
-    a distributed job of its own); its output goes to ``runs/<run>.log``."""
+    a distributed job of its own), on the GPUs ``gpus`` (``CUDA_VISIBLE_DEVICES``) when given; its output
+    goes to ``runs/<run>.log``."""
     env = dict(os.environ)
     if threads and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(threads)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpus
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "trial.json").unlink(missing_ok=True)  # a stale record of an earlier attempt
     log = run_dir.parent / f"{run_dir.name}.log"
@@ -143,7 +146,7 @@ def _run_in_worker(config_path: Path, run_dir: Path, threads: int | None, nproc:
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         state = {"status": "crashed", "message": f"worker exited with code {proc.returncode}" + (f": {lines[-1]}" if lines else "")}
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "trial.json", state)
+        write_json(run_dir / "trial.json", state)
     return state
 
 
@@ -169,7 +172,7 @@ def prepare(spec: StudySpec, folder: Path, study_text: str | None, overrides: di
     folder.mkdir(parents=True, exist_ok=True)
     if study_text is not None:
         note = "".join(f"# --set {k}={v!r}\n" for k, v in overrides.items())
-        (folder / "study.toml").write_text((f"# run with:\n{note}\n" if note else "") + study_text)
+        write_text(folder / "study.toml", (f"# run with:\n{note}\n" if note else "") + study_text)
     for run in spec.runs:
         save_toml(run.config, folder / "configs" / f"{run.name}.toml")
     plan = {
@@ -185,7 +188,7 @@ def prepare(spec: StudySpec, folder: Path, study_text: str | None, overrides: di
         "runs": [{"name": r.name, "trial": r.trial.label, "seed": r.seed, "config": f"configs/{r.name}.toml",
                   "folder": f"runs/{r.name}"} for r in spec.runs],
     }
-    _write_json(folder / "plan.json", plan)
+    write_json(folder / "plan.json", plan)
 
 
 def run_study(
@@ -243,10 +246,27 @@ def run_study(
     elif todo:
         threads = max(1, (os.cpu_count() or 1) // (jobs * nproc))
         say(f"study {spec.name}: {len(todo)} runs, {jobs} at a time" + (f", {nproc} processes each" if nproc > 1 else ""))
+        assigned = gpu_slots(jobs, nproc) if any(r.config.train.device in GPU_DEVICES for r in todo) else None
+        if assigned is not None:
+            say(f"study {spec.name}: each job on GPUs of its own, round-robin (CUDA_VISIBLE_DEVICES): "
+                + " | ".join(assigned))
+        slots: queue.Queue[str | None] = queue.Queue()
+        for slot in assigned or [None] * jobs:
+            slots.put(slot)
+
+        def run_in_slot(run: PlannedRun) -> dict[str, Any]:
+            slot = slots.get()  # at most `jobs` runs at a time: a slot is always free here
+            try:
+                gpus = slot if run.config.train.device in GPU_DEVICES else None
+                if gpus is not None:
+                    say(f"    {run.trial.label} seed {run.seed} -> runs/{run.name} on GPU {gpus}")
+                return _run_in_worker(folder / "configs" / f"{run.name}.toml", folder / "runs" / run.name,
+                                      threads, nproc, gpus)
+            finally:
+                slots.put(slot)
+
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(_run_in_worker, folder / "configs" / f"{r.name}.toml", folder / "runs" / r.name,
-                                   threads, nproc): r
-                       for r in todo}
+            futures = {pool.submit(run_in_slot, r): r for r in todo}
             try:
                 for future, run in futures.items():
                     state = future.result()

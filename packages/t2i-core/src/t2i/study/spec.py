@@ -51,77 +51,23 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import ExperimentConfig, load_toml, merge, resolve, set_path
+from ..config import ExperimentConfig, load_toml, resolve
+from ..config import layer as overlay
+from ..config_tree import flatten, set_path, slug, unflatten, value_text
 from ..errors import ConfigError, UsageError
+from ..interfaces import loss_role
 from ..plugins import registry
 
-__all__ = ["StudySpec", "Trial", "PlannedRun", "load_study", "parse_study", "flatten", "BUDGET_KEYS"]
+__all__ = ["StudySpec", "Trial", "PlannedRun", "load_study", "parse_study", "flatten", "overlay", "BUDGET_KEYS"]
 
 BUDGET_KEYS = ("steps", "epochs", "minutes")
 _TOP_KEYS = ("name", "description", "base", "seeds", "metrics", "lower_is_better", "budget", "override", "grid",
              "ofat", "variants")
 _VARIANT_KEYS = ("name", "config", "description")
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr_d": 1e-4}}`` -> ``{"train.lr_d": 1e-4}`` (tables become dotted keys; lists stay values)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _tree(dotted: Mapping[str, Any]) -> dict[str, Any]:
-    raw: dict[str, Any] = {}
-    for key, value in dotted.items():
-        set_path(raw, key, copy.deepcopy(value))
-    return raw
-
-
-_COMPONENT_SECTIONS = ("data", "text_encoder", "generator", "discriminator")
-
-
-def _name_of(tree: Mapping[str, Any], section: str, key: str = "name") -> Any:
-    table = tree.get(section)
-    return table.get(key) if isinstance(table, Mapping) else None
-
-
-def overlay(lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:
-    """``merge(lower, upper)``, except that where ``upper`` picks another component (or adversarial loss)
-    than ``lower``, the options ``lower`` gave the old one are dropped: a variant that swaps the
-    generator for ``sagan`` starts from sagan's defaults, not from dcgan's ``ngf``."""
-    defaults = ExperimentConfig().to_dict()
-    out = copy.deepcopy(dict(lower))
-    for section in _COMPONENT_SECTIONS:
-        new, old = _name_of(upper, section), _name_of(out, section) or defaults[section]["name"]
-        if new is not None and new != old and isinstance(out.get(section), dict):
-            out[section].pop("options", None)
-    new, old = _name_of(upper, "loss", "adversarial"), _name_of(out, "loss", "adversarial") or defaults["loss"]["adversarial"]
-    if new is not None and new != old and isinstance(out.get("loss"), dict):
-        out["loss"].pop("options", None)
-    return merge(out, upper)
-
-
-def slug(text: str, limit: int = 60) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "trial"
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(_value_text(v) for v in value)
-    return str(value)
 
 
 @dataclass
@@ -237,7 +183,7 @@ def _base_tree(base: Any, root: Path, where: str) -> dict[str, Any]:
         if file is not None and not isinstance(file, str):
             raise _fail(where, f"base.config must be a path, got {file!r}")
         start = _load_file(root / file, f"{where}: base") if file else {}
-        return overlay(start, _tree(flatten(tree)))
+        return overlay(start, unflatten(flatten(tree)))
     raise _fail(where, f"base must be a config file path or a table, got {base!r}")
 
 
@@ -293,7 +239,7 @@ def _variants(items: Any, root: Path, where: str) -> list[tuple[str, dict[str, A
         if file is not None and not isinstance(file, str):
             raise _fail(where, f"variant '{label}': config must be a path, got {file!r}")
         changes = {**flatten(tree), **keys}
-        out.append((label, overlay(tree, _tree(keys)), changes, keys))
+        out.append((label, overlay(tree, unflatten(keys)), changes, keys))
     return out
 
 
@@ -308,14 +254,14 @@ def _trials(base: dict[str, Any], variants: list, grid: dict[str, list[Any]], of
         for gpoint, opoint in itertools.product(grid_points, _ofat_points(start, ofat)):
             point = {**gpoint, **opoint}
             parts = [vname] if vname else []
-            parts += [f"{k}={_value_text(v)}" for k, v in point.items()]
+            parts += [f"{k}={value_text(v)}" for k, v in point.items()]
             label = ", ".join(parts) or "base"
             stem, n = slug(label), 2
             unique = stem
             while unique in slugs:
                 unique, n = f"{stem}-{n}", n + 1
             slugs.add(unique)
-            raw = overlay(overlay(start, _tree(point)), _tree(override))
+            raw = overlay(overlay(start, unflatten(point)), unflatten(override))
             changes = {k: v for k, v in {**vchanges, **point}.items() if reference.get(k, _MISSING) != v}
             trials.append(Trial(label, unique, changes, raw))
     return trials
@@ -352,7 +298,7 @@ def _plan_runs(spec: StudySpec, metrics: list[str] | None, overrides: dict[str, 
             for key in BUDGET_KEYS:  # the budget is the only stop condition
                 if spec.budget:
                     set_path(raw, f"train.{key}", spec.budget.get(key))
-            raw = overlay(raw, _tree(overrides))
+            raw = overlay(raw, unflatten(overrides))
             label = f"trial '{trial.label}' (seed {seed})"
             runs.append(PlannedRun(trial, seed, f"{trial.slug}-seed{seed}", raw, validate(raw, label)))
     return runs
@@ -373,11 +319,11 @@ def validate(raw: Mapping[str, Any], label: str) -> ExperimentConfig:
                 raise ConfigError(f"{registry(kind).noun} '{comp.name}' supports resolutions "
                                   f"{', '.join(map(str, supported))}, not data.resolution = {cfg.data.resolution}")
         losses = registry("losses")
-        if losses.get(cfg.loss.adversarial).metadata.get("role") == "term":
+        if loss_role(losses.get(cfg.loss.adversarial).factory) == "term":
             raise ConfigError(f"loss.adversarial: '{cfg.loss.adversarial}' is a loss term, not an adversarial loss")
         losses.make_config(cfg.loss.adversarial, cfg.loss.options)
         for term, weight in cfg.loss.terms.items():
-            if losses.get(term).metadata.get("role") == "adversarial":
+            if loss_role(losses.get(term).factory) == "adversarial":
                 raise ConfigError(f"loss.terms.{term}: '{term}' is an adversarial loss, not a term")
             losses.make_config(term, cfg.loss.term_options.get(term, {}))
         unused = set(cfg.eval.options) - set(cfg.eval.metrics)

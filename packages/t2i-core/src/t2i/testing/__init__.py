@@ -5,10 +5,16 @@ Import it in a plugin's own tests. One line per component::
     from t2i.testing import check_generator, check_training_step
 
     def test_my_generator():
-        check_generator("sagan", {"ngf": 8})              # every declared resolution <= 64, and 128
+        check_generator("sagan", {"ch": 8})               # every declared resolution <= 64, and 128
 
     def test_my_generator_trains():
-        check_training_step(generator="sagan", generator_options={"ngf": 8})
+        check_training_step(generator="sagan", generator_options={"ch": 8})
+
+A plugin with variants (options that change the architecture) checks each one::
+
+    @pytest.mark.parametrize("options", [{"conditioning": "concat"}, {"conditioning": "projection"}])
+    def test_discriminator_variant(options):
+        check_discriminator("dcgan", options)
 
 Or cover every registered component, including ones installed after the test was written, with no new
 test code (timm's recipe: parametrize over the registry itself)::
@@ -23,21 +29,27 @@ test code (timm's recipe: parametrize over the registry itself)::
 Small options for tests. A component can declare the options that make it cheap to test when it
 registers, and every check uses them (explicit ``options`` are merged over them)::
 
-    register("sagan", SAGANGenerator, config=SAGANConfig, test_options={"ngf": 8})
+    register("sagan", SAGANGenerator, config=SAGANGeneratorConfig, test_options={"ch": 8})
 
 What is checked (each check raises :class:`AssertionError` naming the component and every broken
 property, and returns a :class:`Report` of what passed):
 
-- generators and discriminators, at each supported resolution (default: every declared resolution
-  <= 64, plus 128 if declared): output shape, dtype and finiteness, ``[-1, 1]`` for images, ``(B,)``
-  logits and a :class:`~t2i.interfaces.DiscOutput` for discriminators (features when
-  ``provides_features``, ``mismatched_logits`` when mismatched text is given); gradients reach every
-  trainable parameter (and the input image, for gradient penalties); the text (and the noise) change
-  the output; two builds under one ``torch.manual_seed`` are identical; a state-dict round trip through
-  safetensors (as checkpoints do) reproduces the outputs; CPU bf16 autocast; ``channels_last``.
-  Progressive networks are checked across their growth schedule (``on_train_step``).
+- every component: each option of its config has help (what ``t2i describe`` prints).
+- generators and discriminators: a resolution they do not declare is refused with a one-line
+  ``ValueError``; at each supported resolution (default: every declared resolution <= 64, plus 128 if
+  declared): output shape, dtype and finiteness, ``[-1, 1]`` for images, ``(B,)`` logits and a
+  :class:`~t2i.interfaces.DiscOutput` for discriminators (features when ``provides_features``,
+  ``mismatched_logits`` when mismatched text is given); gradients reach every trainable parameter (and
+  the input image, for gradient penalties); the text (and the noise) change the output; two builds
+  under one ``torch.manual_seed`` are identical; a state-dict round trip through safetensors (as
+  checkpoints do) reproduces the outputs; a batch of one in eval mode; CPU bf16 autocast;
+  ``channels_last``. Progressive networks are checked across their growth schedule (``on_train_step``).
 - text encoders, losses, data sets and metrics: their interface, with the same spirit (see each check).
 - :func:`check_training_step`: a few real steps of the engine (:class:`t2i.engine.trainer.Trainer`).
+- :func:`check_pair`: a generator with a discriminator. The pairs the engine must refuse
+  (:func:`refusal_expected`: a progressive network with a fixed-resolution one, either way round, or
+  networks that share no resolution) must be refused with a one-line error; any other pair must train,
+  and its refusal is a failure.
 
 Conditioning and gradients are checked on a copy whose weights are slightly perturbed, so that a
 layer that starts at zero (DF-GAN's affine fusion, a zero-initialised gate) is not mistaken for an
@@ -48,7 +60,8 @@ seeding. Everything runs on the CPU.
 
 Where each part lives: :mod:`~t2i.testing.generators`, :mod:`~t2i.testing.discriminators` (and what
 they share, :mod:`~t2i.testing.networks`), :mod:`~t2i.testing.text`, :mod:`~t2i.testing.losses`,
-:mod:`~t2i.testing.data` (data sets and metrics), :mod:`~t2i.testing.training`, the toy networks in
+:mod:`~t2i.testing.data` (data sets and metrics), :mod:`~t2i.testing.training`,
+:mod:`~t2i.testing.pairs`, the toy networks in
 :mod:`~t2i.testing.toys`, and the :class:`Report` with the helpers every check uses in ``_common``.
 """
 
@@ -62,6 +75,7 @@ from .data import check_dataset, check_metric
 from .discriminators import check_discriminator
 from .generators import check_generator
 from .losses import KNOWN_NEEDS, check_loss
+from .pairs import check_pair, refusal_expected
 from .text import check_text_encoder
 from .toys import TOY, ToyConfig, ToyDiscriminator, ToyGenerator
 from .training import check_training_step
@@ -77,6 +91,8 @@ __all__ = [
     "check_dataset",
     "check_metric",
     "check_training_step",
+    "check_pair",
+    "refusal_expected",
     "check_component",
     "CHECKS",
     "KNOWN_NEEDS",

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import difflib
 import functools
+import inspect
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
 
-from ..interfaces import AdversarialLoss, Discriminator, Generator, LossTerm, TextEncoder
-from ..plugins import registry
+from ..options import check_config_class
+from ..interfaces import AdversarialLoss, Discriminator, Generator, LossTerm, TextEncoder, loss_role
+from ..plugins import load_errors, registry
+from ..registry import KINDS
 
 _PERTURB = 0.02  # std of the noise added to every weight before the conditioning and gradient checks
 _DIFFERS = 1e-6  # two outputs "differ" when their largest difference exceeds this
@@ -93,15 +99,65 @@ def _restores_rng(fn: Callable[..., Any]) -> Callable[..., Any]:
 # The registry side: names, test options, building
 
 
-def registered(kind: str, pattern: str = "*") -> list[str]:
-    """Names registered for ``kind`` (``"generators"``, ``"losses"``, ...), naturally sorted.
+def registered(kind: str, pattern: str = "*", *, plugin: str | None = None) -> list[str]:
+    """Names registered for ``kind`` (``"generators"``, ``"losses"``, ...), naturally sorted; never empty.
 
-    ``pattern`` filters with fnmatch (``"sa*"``).
+    ``pattern`` filters with fnmatch (``"sa*"``); ``plugin`` keeps the components of one distribution
+    (``"t2i-sagan"``).
 
-    Meant for ``@pytest.mark.parametrize("name", registered("generators"))``: collected when the tests
-    are, so a component installed later is covered by the same test.
+    Meant for ``@pytest.mark.parametrize("name", registered("generators", "mine*"))``: collected when
+    the tests are, so a component installed later is covered by the same test. When nothing matches,
+    it fails (under pytest, a collection error; otherwise a :class:`LookupError`) saying what to check,
+    instead of returning ``[]``, which pytest would turn into a skipped test and a green run that
+    checked nothing. To list names without failing, use ``t2i.registry(kind).names(pattern)``.
     """
-    return registry(kind).names(pattern)
+    if kind not in KINDS:
+        close = difflib.get_close_matches(kind, list(KINDS), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        _fail(f"kit.registered({kind!r}): unknown kind; {hint}kinds: {', '.join(KINDS)}")
+    reg = registry(kind)
+    names = reg.names(pattern)
+    if plugin is not None:
+        names = [n for n in names if _same_distribution(reg.get(n).plugin, plugin)]
+    if not names:
+        _fail(_nothing_registered(kind, pattern, plugin))
+    return names
+
+
+def _same_distribution(a: str, b: str) -> bool:
+    return a.strip().lower().replace("_", "-") == b.strip().lower().replace("_", "-")
+
+
+def _nothing_registered(kind: str, pattern: str, plugin: str | None) -> str:
+    """What to check when :func:`registered` matches nothing: one line."""
+    noun = KINDS[kind][0]
+    asked = repr(kind) + (f", {pattern!r}" if pattern != "*" else "") + (f", plugin={plugin!r}" if plugin else "")
+    installed = registry(kind).names()
+    known = ", ".join(installed) if installed else "none"
+    where = f" of distribution '{plugin}'" if plugin else ""
+    failed = load_errors()
+    errors = (
+        "; plugins that failed to load: " + "; ".join(f"{p.name} ({p.distribution}): {p.error}" for p in failed)
+        if failed else ""
+    )
+    pattern_hint = f"the name pattern {pattern!r}; " if pattern != "*" else ""
+    plugin_hint = f"the distribution name {plugin!r} (as `t2i plugins` shows it); " if plugin else ""
+    return (
+        f"kit.registered({asked}) matches no registered {noun}{where}, so the tests parametrized over it "
+        f"would check nothing. Registered {kind}: {known}{errors}. Check {pattern_hint}{plugin_hint}that the "
+        f"plugin's distribution is installed in this environment (`pip install -e .`, then `t2i plugins`); "
+        f"and that its pyproject.toml declares the plugin module in the entry point group `t2i` "
+        f"([project.entry-points.t2i] name = \"my_package.plugin\")"
+    )
+
+
+def _fail(message: str) -> NoReturn:
+    """Fail a selector: under pytest a clean failure (a collection error when collecting), else LookupError."""
+    if "pytest" in sys.modules:
+        import pytest
+
+        pytest.fail(message, pytrace=False)
+    raise LookupError(message)
 
 
 def default_options(kind: str, name: str) -> dict[str, Any]:
@@ -117,6 +173,58 @@ def _options(kind: str, name: str, options: Mapping[str, Any] | None) -> dict[st
 def _config(kind: str, name: str, options: Mapping[str, Any] | None = None) -> Any:
     """The validated config of ``name`` built from ``options`` over its ``test_options``."""
     return registry(kind).make_config(name, _options(kind, name, options))
+
+
+def _check_documented(report: Report, kind: str, name: str) -> None:
+    """Every option of ``name`` has help (``field(metadata={"help": ...})``): what ``t2i describe`` shows."""
+    with report.check("every option has help"):
+        config = registry(kind).get(name).config
+        if config is not None and dataclasses.is_dataclass(config):
+            missing = [f.name for f in dataclasses.fields(config) if not f.metadata.get("help")]
+            assert not missing, (
+                f"options without help: {_names(missing)} (give each field metadata={{'help': ...}}; "
+                f"t2i describe shows it)"
+            )
+
+
+def _start(kind: str, name: str) -> Report:
+    """The report of a check of ``name``, after the checks of how it was registered (an
+    :class:`AssertionError` here when they fail: nothing else can be judged) and of its options' help."""
+    report = Report(f"{KINDS[kind][0]} '{name}'")
+    _check_registration(report, kind, name)
+    report.raise_for_failures()
+    _check_documented(report, kind, name)
+    return report
+
+
+def _check_registration(report: Report, kind: str, name: str) -> None:
+    """Registered as a class (or a factory function) with a config dataclass whose defaults fit its types.
+
+    Registration refuses some of these; this catches components registered by reference
+    (``"module:Name"``, imported only now) or before that check existed.
+    """
+    entry = registry(kind).get(name)
+    with report.check("registered as a class"):
+        factory = entry.factory  # imports a reference: UsageError when it cannot be loaded
+        ok = isinstance(factory, type) or inspect.isroutine(factory) or isinstance(factory, functools.partial)
+        assert ok, (
+            f"an instance of {type(factory).__name__} was registered, not a class: register the class "
+            f"itself (register({name!r}, {type(factory).__name__}, config=...)); the engine builds a new "
+            f"one for each run from its config"
+        )
+    with report.check("config is a dataclass whose defaults fit their types"):
+        config = entry.config  # imports a reference
+        if config is None:
+            return
+        try:
+            check_config_class(config)
+        except TypeError as exc:
+            fix = (
+                f"register config={type(config).__name__}, the class"
+                if dataclasses.is_dataclass(config) and not isinstance(config, type)
+                else "give each default a value of its annotated type, or fix the annotation"
+            )
+            raise AssertionError(f"{_one_line(exc)} ({fix})") from None
 
 
 def _build(kind: str, name: str, cfg: Any, seed: int, base: type, **context: Any) -> Any:
@@ -143,14 +251,12 @@ def _progressive(kind: str, name: str) -> bool:
 
 
 def _is_adversarial(name: str, term: Any = None) -> bool:
-    """Whether loss ``name`` is used as the adversarial loss (its registered role, else its class)."""
-    entry = registry("losses").get(name)
-    role = entry.metadata.get("role")
-    if role is not None:
-        return role == "adversarial"
-    if term is not None:
+    """Whether loss ``name`` is used as the adversarial loss: its registered class is an
+    :class:`AdversarialLoss` (for a factory function, the object ``term`` it built is one)."""
+    role = loss_role(registry("losses").get(name).factory)
+    if role is None and term is not None:
         return isinstance(term, AdversarialLoss)
-    return isinstance(entry.factory, type) and issubclass(entry.factory, AdversarialLoss)
+    return role == "adversarial"
 
 
 # --------------------------------------------------------------------------------------------------

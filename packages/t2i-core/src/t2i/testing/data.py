@@ -17,7 +17,16 @@ from torch import Tensor
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, Dataset, Metric
 from ..plugins import registry
-from ._common import Report, _build, _config, _one_line, _options, _restores_rng, default_options
+from ._common import (
+    Report,
+    _build,
+    _start,
+    _config,
+    _one_line,
+    _options,
+    _restores_rng,
+    default_options,
+)
 
 _SIZE_FIELDS = ("size", "max_images", "num_images", "n_images", "limit")
 
@@ -62,8 +71,8 @@ def check_dataset(
     set to ``size``; a data set with neither is only built, and its loading is skipped (``pytest.skip``
     under pytest, a warning otherwise), since loading it could take long or need a download.
     """
+    report = _start("datasets", name)
     small = _small_data_options(name, size, size) if options is None else _options("datasets", name, options)
-    report = Report(f"data set '{name}'")
     cfg = registry("datasets").make_config(name, small or {})
 
     data: Dataset | None = None
@@ -173,8 +182,8 @@ def check_metric(
     ``{key: finite number, ..., "protocol": {...}}`` (the engine logs each key as ``<metric>/<key>``),
     the same numbers twice."""
     entry = registry("metrics").get(name)
+    report = _start("metrics", name)
     cfg = _config("metrics", name, options)
-    report = Report(f"metric '{name}'")
     metric: Metric | None = None
     with report.check("builds"):
         metric = _build("metrics", name, cfg, 0, Metric)

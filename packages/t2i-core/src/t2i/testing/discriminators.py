@@ -17,6 +17,7 @@ from ._common import (
     _DIFFERS,
     Report,
     _assert_finite,
+    _start,
     _assert_gradients,
     _bf16,
     _comparable,
@@ -31,6 +32,7 @@ from ._common import (
 from .networks import (
     _assert_bf16_backward,
     _builder,
+    _check_refuses_undeclared,
     _check_reproducible,
     _final,
     _first_build,
@@ -51,14 +53,18 @@ def check_discriminator(
 ) -> Report:
     """Check registered discriminator ``name`` (built with ``options`` over its ``test_options``).
 
+    Every option has help; a resolution it does not declare is refused with a one-line ``ValueError``.
     At each resolution: a :class:`DiscOutput` with finite ``(B,)`` logits, a list of features (non-empty
     when ``provides_features``), ``mismatched_logits`` exactly when mismatched text is given; gradients
     reach every trainable parameter and the input image; the text and the image change the logits;
-    determinism under a seed; state-dict round trip; CPU bf16 autocast; ``channels_last`` input.
+    determinism under a seed; state-dict round trip; a batch of one in eval mode; CPU bf16 autocast;
+    ``channels_last`` input.
     """
-    report = Report(f"discriminator '{name}'")
+    report = _start("discriminators", name)
     cfg = _config("discriminators", name, options)
-    for r in _pick_resolutions(report, _declared_resolutions("discriminators", name), resolutions):
+    declared = _declared_resolutions("discriminators", name)
+    _check_refuses_undeclared(report, "discriminators", name, cfg, declared, text_dim)
+    for r in _pick_resolutions(report, declared, resolutions):
         _discriminator_at(report, name, cfg, r, batch, text_dim)
     report.raise_for_failures()
     return report
@@ -133,6 +139,14 @@ def _discriminator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_
         return {"logits": out.logits, "mismatched_logits": out.mismatched_logits}
 
     _check_reproducible(report, r, build, lambda m: {"logits": m(image, text).logits}, both_logits)
+
+    with report.check(f"a batch of one in eval mode at {r} px"):
+        m = copy.deepcopy(d).eval()
+        for seen in sorted({0, _final(m)}):
+            _set_phase(m, seen)
+            with torch.no_grad():
+                out = m(image[:1], text[:1], mismatched_text=mismatched[:1])
+            _assert_disc_output(out, 1, m, f" for a batch of one{_where(m, seen)}", mismatched=True)
 
     with report.check(f"CPU bf16 autocast at {r} px"):
         m = copy.deepcopy(d).eval()

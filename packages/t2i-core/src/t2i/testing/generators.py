@@ -15,6 +15,7 @@ from ._common import (
     _DIFFERS,
     Report,
     _assert_finite,
+    _start,
     _assert_gradients,
     _bf16,
     _comparable,
@@ -29,6 +30,7 @@ from ._common import (
 from .networks import (
     _assert_bf16_backward,
     _builder,
+    _check_refuses_undeclared,
     _check_reproducible,
     _final,
     _first_build,
@@ -49,13 +51,16 @@ def check_generator(
 ) -> Report:
     """Check registered generator ``name`` (built with ``options`` over its ``test_options``).
 
+    Every option has help; a resolution it does not declare is refused with a one-line ``ValueError``.
     At each resolution: shape ``(B, 3, R, R)``, float, finite, in ``[-1, 1]``; gradients reach every
     trainable parameter; the text and the noise change the output; determinism under a seed; state-dict
-    round trip; CPU bf16 autocast (forward and backward); ``channels_last``.
+    round trip; a batch of one in eval mode; CPU bf16 autocast (forward and backward); ``channels_last``.
     """
-    report = Report(f"generator '{name}'")
+    report = _start("generators", name)
     cfg = _config("generators", name, options)
-    for r in _pick_resolutions(report, _declared_resolutions("generators", name), resolutions):
+    declared = _declared_resolutions("generators", name)
+    _check_refuses_undeclared(report, "generators", name, cfg, declared, text_dim)
+    for r in _pick_resolutions(report, declared, resolutions):
         _generator_at(report, name, cfg, r, batch, text_dim)
     report.raise_for_failures()
     return report
@@ -111,6 +116,14 @@ def _generator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_dim:
 
     _check_reproducible(report, r, build, outputs, outputs)
 
+    with report.check(f"a batch of one in eval mode at {r} px"):
+        m = copy.deepcopy(g).eval()
+        for seen in sorted({0, _final(m)}):
+            _set_phase(m, seen)
+            with torch.no_grad():
+                out = m(z[:1], text[:1])
+            _assert_image(out, (1, 3, r, r), z.dtype, f" for a batch of one{_where(m, seen)}")
+
     with report.check(f"CPU bf16 autocast at {r} px"):
         m = copy.deepcopy(g).eval()
         with torch.no_grad(), _bf16():
@@ -133,8 +146,10 @@ def _generator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_dim:
 
 def _assert_z_dim(g: Generator) -> None:
     z_dim = getattr(g, "z_dim", None)
+    what = "it has none" if not hasattr(g, "z_dim") else f"got {z_dim!r}"
     assert isinstance(z_dim, int) and not isinstance(z_dim, bool) and z_dim >= 1, (
-        f"g.z_dim must be a positive int, got {z_dim!r}"
+        f"g.z_dim must be a positive int, the size of the noise vector the engine draws ({what}): set "
+        f"self.z_dim in __init__ (usually from the config, e.g. self.z_dim = cfg.z_dim)"
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ._common import (
     _NETWORKS,
     Report,
@@ -19,6 +20,7 @@ from ._common import (
     _comparable,
     _max_diff,
     _names,
+    _one_line,
     _round_trip,
     _same_under_seed,
     _set_phase,
@@ -43,6 +45,31 @@ def _pick_resolutions(report: Report, declared: Sequence[int], wanted: Sequence[
             f"({', '.join(map(str, declared))}); checked {chosen[0]} px instead"
         )
     return chosen
+
+
+def _undeclared_resolutions(declared: Sequence[int]) -> list[int]:
+    """Resolutions a network declaring ``declared`` must refuse: half its smallest (when >= 4), twice its
+    largest, and 48 (not a power of two) unless it declares it."""
+    below, above = min(declared) // 2, max(declared) * 2
+    return [r for r in (below, 48, above) if r >= 4 and r not in declared]
+
+
+def _check_refuses_undeclared(
+    report: Report, kind: str, name: str, cfg: Any, declared: Sequence[int], text_dim: int
+) -> None:
+    """Built at a resolution it does not declare, the network raises a one-line ``ValueError``."""
+    with report.check("refuses the resolutions it does not declare"):
+        for r in _undeclared_resolutions(declared):
+            try:
+                _build(kind, name, cfg, 0, _NETWORKS[kind], resolution=r, text_dim=text_dim)
+            except (ValueError, UsageError) as exc:
+                message = str(exc).strip()
+                assert "\n" not in message, f"the refusal at {r} px is not one line: {_one_line(exc)}"
+                continue
+            raise AssertionError(
+                f"builds at {r} px, which it does not declare ({', '.join(map(str, declared))}): raise "
+                f"ValueError for a resolution not in `resolutions` (t2i.nn.check_context does)"
+            )
 
 
 def _phases(model: nn.Module) -> tuple[int, ...]:
@@ -77,17 +104,22 @@ def _first_build(
     text_dim: int,
     *more: Callable[[Any], None],
 ) -> Any:
-    """The network built under seed 0 (checking the attributes it must set), or ``None``."""
+    """The network built under seed 0, or ``None`` when it does not build or lacks an attribute it must
+    set (the other checks would only fail on the same missing attribute)."""
     net = None
     with report.check(f"builds at {r} px"):
-        net = build(0)
+        built = build(0)
         for attr, expected in (("resolution", r), ("text_dim", text_dim)):
-            value = getattr(net, attr, None)
-            assert value == expected, f"{who}.{attr} is {value!r}, expected {expected}"
+            value = getattr(built, attr, None)
+            assert value == expected, (
+                f"{who}.{attr} is {value!r}, expected {expected} (set self.{attr} in __init__ from the "
+                f"{attr} it is built with)"
+            )
         for check in more:
-            check(net)
+            check(built)
+        net = built
     if net is None:
-        report.skipped.append(f"the other checks at {r} px (it does not build)")
+        report.skipped.append(f"the other checks at {r} px (it does not build with the attributes it must set)")
     return net
 
 

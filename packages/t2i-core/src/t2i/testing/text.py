@@ -15,6 +15,7 @@ from ._common import (
     _DIFFERS,
     Report,
     _assert_finite,
+    _start,
     _assert_gradients,
     _assert_same_weights,
     _bf16,
@@ -51,7 +52,7 @@ def check_text_encoder(
     finite float embeddings, different captions differ, rows are independent of the batch, unseen words
     are accepted, ``encode`` agrees; gradients when ``trainable``; ``extra_state`` is JSON and round-trips
     with ``state_dict``; determinism under a seed; CPU bf16 autocast."""
-    report = Report(f"text encoder '{name}'")
+    report = _start("text_encoders", name)
     cfg = _config("text_encoders", name, options)
     captions = list(captions)
     n = len(captions)

@@ -4,7 +4,6 @@ network is checked with, registered as ``testing-toy`` only while a check needs 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,8 @@ from torch import Tensor, nn
 
 from ..hookspecs import hookimpl
 from ..interfaces import Discriminator, Generator
+from ..nn import check_context
+from ..options import require_positive
 from ..plugins import get_plugin_manager, register_plugin, unregister_plugin
 
 TOY = "testing-toy"  # the name the toy networks are registered under, only while a check needs them
@@ -26,16 +27,7 @@ class ToyConfig:
     z_dim: int = field(default=8, metadata={"help": "size of the noise vector (generator)"})
 
     def __post_init__(self) -> None:
-        if self.width < 1 or self.z_dim < 1:
-            raise ValueError("width and z_dim must be >= 1")
-
-
-def _check_resolution(net: nn.Module, resolution: int) -> None:
-    if resolution not in net.resolutions:
-        raise ValueError(
-            f"{type(net).__name__} supports resolutions {', '.join(map(str, net.resolutions))}; "
-            f"got {resolution}"
-        )
+        require_positive(self, "width", "z_dim")
 
 
 class ToyGenerator(Generator):
@@ -46,10 +38,9 @@ class ToyGenerator(Generator):
     def __init__(self, cfg: ToyConfig | None = None, *, resolution: int = 32, text_dim: int = 16):
         super().__init__()
         cfg = cfg or ToyConfig()
-        _check_resolution(self, resolution)
+        n_up = check_context(type(self), resolution, text_dim)
         self.resolution, self.text_dim, self.z_dim, w = resolution, text_dim, cfg.z_dim, cfg.width
         self.fc = nn.Linear(cfg.z_dim + text_dim, w * 16)
-        n_up = int(math.log2(resolution // 4))
         self.blocks = nn.ModuleList(nn.Conv2d(w, w, 3, 1, 1) for _ in range(n_up))
         self.to_rgb = nn.Conv2d(w, 3, 3, 1, 1)
 
@@ -70,9 +61,8 @@ class ToyDiscriminator(Discriminator):
     def __init__(self, cfg: ToyConfig | None = None, *, resolution: int = 32, text_dim: int = 16):
         super().__init__()
         cfg = cfg or ToyConfig()
-        _check_resolution(self, resolution)
+        n_down = check_context(type(self), resolution, text_dim)
         self.resolution, self.text_dim, w = resolution, text_dim, cfg.width
-        n_down = int(math.log2(resolution // 4))
         self.blocks = nn.ModuleList(nn.Conv2d(3 if i == 0 else w, w, 4, 2, 1) for i in range(n_down))
         self.out = nn.Linear(w, 1)
         self.embed = nn.Linear(text_dim, w, bias=False)

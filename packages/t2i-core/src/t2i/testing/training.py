@@ -14,7 +14,18 @@ import torch
 
 from ..errors import UsageError
 from ..plugins import registry
-from ._common import _declared_resolutions, _is_adversarial, _one_line, _options, _progressive, _restores_rng
+from ..registry import KINDS
+from ._common import (
+    Report,
+    _check_registration,
+    _declared_resolutions,
+    _is_adversarial,
+    _one_line,
+    _options,
+    _progressive,
+    _restores_rng,
+)
+from .generators import _assert_z_dim
 from .data import _small_data_options
 from .toys import TOY, _toys_registered
 
@@ -28,6 +39,8 @@ def check_training_step(
     discriminator_options: Mapping[str, Any] | None = None,
     loss: str | None = None,
     loss_options: Mapping[str, Any] | None = None,
+    terms: Mapping[str, float] | None = None,
+    term_options: Mapping[str, Mapping[str, Any]] | None = None,
     resolution: int | None = None,
     steps: int = 2,
     batch_size: int = 8,
@@ -38,15 +51,19 @@ def check_training_step(
     """Train ``generator`` against ``discriminator`` for ``steps`` real engine steps on a tiny Shapes split.
 
     A network left out is the kit's toy one (for a progressive network: a registered progressive
-    partner). Options are merged over each component's ``test_options``. ``loss`` adds a registered loss:
-    as the adversarial loss if its role is ``adversarial``, else as a term of weight 1. The resolution is
-    32 px if both networks declare it, else the smallest they share. ``overrides`` are raw config
-    sections merged last (``train={"precision": "bf16"}``, ``data={"name": "mydata"}``).
+    partner). ``loss`` is the adversarial loss (default: the engine's, ``hinge``) with ``loss_options``;
+    ``terms`` maps registered loss terms to their weights (``{"r1": 1.0, "matching_aware": 0.5}``; default:
+    the engine's, ``matching_aware`` of weight 1; ``{}``: none) and ``term_options`` gives a term its
+    options (``{"r1": {"gamma": 5.0}}``). A term given as ``loss`` is added to ``terms`` with weight 1.
+    Options are merged over each component's ``test_options``. The resolution is 32 px if both networks
+    declare it, else the smallest they share. ``overrides`` are raw config sections merged last
+    (``train={"precision": "bf16"}``, ``data={"name": "mydata"}``).
 
-    Asserts status ``finished``, finite logged losses and that both networks' weights changed. A
-    combination the engine refuses raises its :class:`UsageError` (one line), so a caller can skip it.
-    Returns the :class:`~t2i.engine.trainer.RunResult` (the run folder is a temporary one unless
-    ``run_dir`` is given).
+    Asserts status ``finished``, finite logged losses, each term of ``terms`` logged (``d/<term>`` or
+    ``g/<term>``) and that both networks' weights changed. A combination the engine refuses raises its
+    :class:`UsageError` (one line); whether a refusal is expected is :func:`t2i.testing.check_pair`'s
+    decision. Returns the :class:`~t2i.engine.trainer.RunResult` (the run folder is a temporary one
+    unless ``run_dir`` is given).
     """
     from ..config import merge, resolve
     from ..engine.trainer import Trainer
@@ -61,18 +78,29 @@ def check_training_step(
             f"training step of generator '{generator}' with discriminator '{discriminator}' "
             f"at {resolution} px"
         )
+        section = _loss_section(loss, loss_options, terms, term_options)
+        _check_registrations(
+            label, [("generators", generator), ("discriminators", discriminator)]
+            + [("losses", n) for n in [section.get("adversarial"), *section.get("terms", {})] if n]
+        )
         raw = _raw_config(
             generator, discriminator, generator_options, discriminator_options, resolution, steps, batch_size
         )
-        if loss is not None:
-            raw["loss"] = _loss_section(loss, loss_options)
+        if section:
+            raw["loss"] = section
         raw = merge(raw, overrides)
         _small_data_and_encoder(raw, batch_size, text_dim)
         cfg = resolve(raw)
 
         if run_dir is None:
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="t2i-check-"))) / "run"
-        trainer = Trainer(cfg, Path(run_dir), quiet=True, tensorboard=False)  # UsageError: refused
+        _check_z_dim(label, generator, raw["generator"]["options"], resolution, text_dim)
+        try:
+            trainer = Trainer(cfg, Path(run_dir), quiet=True, tensorboard=False)
+        except UsageError:
+            raise  # refused before step 1, in one line
+        except Exception as exc:
+            raise AssertionError(f"{label}: setting up the run raised {type(exc).__name__}: {_one_line(exc)}") from exc
         g0 = [p.detach().clone() for p in trainer.G.parameters()]
         d0 = [p.detach().clone() for p in trainer.D.parameters()]
         try:
@@ -87,6 +115,11 @@ def check_training_step(
         assert logged, f"{label}: no losses were logged"
         bad = sorted(k for k, v in logged.items() if not math.isfinite(v))
         assert not bad, f"{label}: non-finite logged losses {', '.join(bad)}"
+        unlogged = [t for t in section.get("terms", {}) if f"d/{t}" not in logged and f"g/{t}" not in logged]
+        assert not unlogged, (
+            f"{label}: terms {', '.join(unlogged)} were asked for but not logged "
+            f"(logged: {', '.join(sorted(logged))})"
+        )
         assert any(not torch.equal(a, p) for a, p in zip(g0, trainer.G.parameters())), (
             f"{label}: the generator's weights did not change"
         )
@@ -94,6 +127,29 @@ def check_training_step(
             f"{label}: the discriminator's weights did not change"
         )
     return result
+
+
+def _check_z_dim(label: str, name: str, options: Mapping[str, Any], resolution: int, text_dim: int) -> None:
+    """The generator sets the ``z_dim`` the engine draws noise with (the engine reads it before step 1)."""
+    try:
+        g = registry("generators").create(name, dict(options), resolution=resolution, text_dim=text_dim)
+    except Exception:  # noqa: BLE001 - a generator that does not build is reported by the engine
+        return
+    try:
+        _assert_z_dim(g)
+    except AssertionError as exc:
+        raise AssertionError(f"{label}: generator '{name}': {exc}") from None
+
+
+def _check_registrations(label: str, components: Sequence[tuple[str, str]]) -> None:
+    """How each component was registered (a class, a config dataclass with defaults of its types)."""
+    report = Report(label)
+    for kind, name in components:
+        if name in registry(kind):  # an unknown name is the engine's one-line error
+            sub = Report(name)
+            _check_registration(sub, kind, name)
+            report.failed += [f"{KINDS[kind][0]} '{name}': {f}" for f in sub.failed]
+    report.raise_for_failures()
 
 
 def _pair(generator: str | None, discriminator: str | None) -> tuple[str, str]:
@@ -155,14 +211,36 @@ def _raw_config(
     return raw
 
 
-def _loss_section(loss: str, loss_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``loss`` as the adversarial loss if that is its role, else as a term of weight 1."""
-    opts = _options("losses", loss, loss_options)
-    if _is_adversarial(loss):
-        return {"adversarial": loss, "options": opts}
-    section: dict[str, Any] = {"terms": {loss: 1.0}}
-    if opts:
-        section["term_options"] = {loss: opts}
+def _loss_section(
+    loss: str | None,
+    loss_options: Mapping[str, Any] | None,
+    terms: Mapping[str, float] | None,
+    term_options: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    """The raw ``[loss]`` section: ``loss`` as the adversarial loss (or, when it is a term, a term of
+    weight 1), ``terms`` with their weights, options over each loss's ``test_options``."""
+    section: dict[str, Any] = {}
+    weights = dict(terms) if terms is not None else None
+    if loss is not None:
+        if _is_adversarial(loss):
+            section["adversarial"] = loss
+            section["options"] = _options("losses", loss, loss_options)
+        else:
+            weights = {loss: 1.0, **(weights or {})}
+            term_options = {loss: dict(loss_options or {}), **dict(term_options or {})}
+    if weights is not None:
+        section["terms"] = weights
+        unknown = sorted(set(term_options or {}) - set(weights))
+        if unknown:
+            raise UsageError(
+                f"check_training_step: term_options for {', '.join(unknown)}, which is not in terms "
+                f"({', '.join(weights) or 'none'}); add it to terms with its weight"
+            )
+        opts = {t: _options("losses", t, (term_options or {}).get(t)) for t in weights if t in registry("losses")}
+        if any(opts.values()):
+            section["term_options"] = {t: o for t, o in opts.items() if o}
+    elif term_options:
+        raise UsageError("check_training_step: term_options without terms; pass terms={name: weight, ...} too")
     return section
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from ..fileio import atomic_path, cache_lock
 from ..interfaces import TextEncoder
 from ..paths import default_cache_dir
 
@@ -92,10 +92,14 @@ def cached_embeddings(
     }
     table = _read(path, expected, len(captions), encoder.dim)
     if table is None:
-        table = _compute(encoder, captions, chunk)
-        if tuple(table.shape) != (len(captions), encoder.dim):
-            raise ValueError(f"text encoder returned embeddings of shape {tuple(table.shape)}, expected ({len(captions)}, {encoder.dim})")
-        _write(path, table, {**expected, "embeddings_sha256": _table_sha256(table)})
+        with cache_lock(path):  # parallel jobs encode once; the others wait, then read the file
+            table = _read(path, expected, len(captions), encoder.dim)
+            if table is None:
+                table = _compute(encoder, captions, chunk)
+                if tuple(table.shape) != (len(captions), encoder.dim):
+                    raise ValueError(f"text encoder returned embeddings of shape {tuple(table.shape)}, "
+                                     f"expected ({len(captions)}, {encoder.dim})")
+                _write(path, table, {**expected, "embeddings_sha256": _table_sha256(table)})
     return table
 
 
@@ -121,18 +125,11 @@ def _compute(encoder: TextEncoder, captions: list[str], chunk: int) -> Tensor:
 
 
 def _write(path: Path, table: Tensor, metadata: dict[str, str]) -> None:
-    """Save atomically: a temporary file in the same directory, then ``os.replace``."""
+    """Save atomically: a uniquely named temporary file beside ``path``, then a rename."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"embeddings": table.contiguous()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({"embeddings": table.contiguous()}, str(tmp), metadata=metadata)
 
 
 def _read(path: Path, expected: dict[str, str], count: int, dim: int) -> Tensor | None:
