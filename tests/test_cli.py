@@ -83,6 +83,7 @@ def test_sample_from_run_and_checkpoint(trained_run, tmp_path):
     "args, message",
     [
         (["run", "--generator", "dcgn"], "unknown generator 'dcgn'; did you mean 'dcgan'? installed: dcgan"),
+        (["run", "--generator", "noep"], "unknown generator 'noep'; installed: dcgan"),
         (["run", "-G", "ngf=wide"], "generator 'dcgan': ngf: expected int, got 'wide'"),
         (["run", "-G", "ngff=3"], "generator 'dcgan': unknown key 'ngff'; did you mean 'ngf'?"),
         (["run", "--set", "trian.steps=3"], "unknown key 'trian'; did you mean 'train'?"),

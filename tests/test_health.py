@@ -176,6 +176,53 @@ def test_verdicts_round_trip_through_json_and_show_in_the_progress_line():
     assert line.endswith("health: d_wins") and "d/total 0.010" in line
 
 
+def test_a_verdict_that_cleared_says_when_and_one_that_holds_says_so():
+    """Mode collapse at step 131, healthy at the next evaluation: it cleared there; D stuck to the end holds."""
+    monitor = HealthMonitor()
+    for step in (100, 131, 200):
+        monitor.observe(step, {"eval/diversity/collapse_score": 0.1 if step == 131 else 0.9})
+        monitor.observe(step, {"eval/fid": 50.0 - step / 10})  # another metric at the same step clears nothing
+        if step == 131:
+            monitor.observe(160, {"eval/fid": 30.0})  # nor does an evaluation without the diversity metric
+    stuck = dict(d__adv=1.0, d__total=1.0, g__adv=1.0, g__total=1.0)
+    for r in healthy(4) + records(8, start=5, **stuck):
+        monitor.observe(r["step"], r)
+    collapse = next(v for v in monitor.verdicts if v.code == "mode_collapse")
+    assert (collapse.first_step, collapse.last_step, collapse.cleared_at) == (131, 131, 200)
+    holding = next(v for v in monitor.verdicts if v.code == "d_loss_stuck")
+    assert holding.cleared_at is None
+    # health.json carries it; the summary's lines say when each started and whether it cleared
+    saved = json.loads(monitor.to_json())
+    assert next(v for v in saved if v["code"] == "mode_collapse")["cleared_at"] == 200
+    assert Verdict.from_dict(saved[0]) == monitor.verdicts[0]
+    lines = health.verdict_lines(monitor.verdicts)
+    assert lines[0].startswith("- [error] d_loss_stuck (steps 5-12, still holds at the end):")
+    assert lines[-1].startswith("- [error] mode_collapse (step 131, cleared at step 200):")
+
+
+def test_a_training_verdict_clears_at_the_first_record_without_it():
+    stuck = dict(d__adv=1.0, d__total=1.0, g__adv=1.0, g__total=1.0)
+    recs = records(7, **stuck) + healthy(3)[:1] + records(6, start=9, **stuck)
+    for i, r in enumerate(recs):
+        r["step"] = i + 1
+    found = [(v.first_step, v.last_step, v.cleared_at) for v in diagnose(recs) if v.code == "d_loss_stuck"]
+    assert found == [(1, 7, 8), (9, 14, None)]
+
+
+def test_the_summary_lists_a_cleared_verdict_as_cleared(tmp_path):
+    from t2i.engine.summary import RunFacts, RunResult, summary_markdown
+
+    monitor = HealthMonitor()
+    for step, score in ((131, 0.1), (200, 0.9)):
+        monitor.observe(step, {"eval/diversity/collapse_score": score})
+    facts = RunFacts(epochs=1.0, train_images=128, device="cpu", precision="fp32", lr_g=2e-4, lr_d=2e-4,
+                     world_size=1, parameters={"generator": 1, "discriminator": 1, "text encoder": 1},
+                     encoder_trainable=False, terms=[])
+    text = summary_markdown(RunResult(tmp_path, "finished", 200, 60.0, 1.0, None, None), tiny(), facts,
+                            monitor.verdicts)
+    assert "mode_collapse (step 131, cleared at step 200)" in text
+
+
 # -- failures induced in real runs -----------------------------------------------------------------------
 BASE = {
     "data": {"resolution": 32, "options": {"train_size": 128, "test_size": 32}},
@@ -273,6 +320,7 @@ def test_a_constant_generator_is_mode_collapse(tmp_path, broken_parts):
     assert v.severity == "error" and v.evidence["eval/diversity/collapse_score"] == pytest.approx(0.0, abs=1e-6)
     assert recs[-1]["health"] == ["mode_collapse"] and "eval/diversity/collapse_score" in recs[-1]
     assert "mode_collapse" in (tmp_path / "run" / "summary.md").read_text()
+    assert "mode_collapse (step 4, still holds at the end)" in (tmp_path / "run" / "summary.md").read_text()
 
 
 class NaNAfter(LossTerm):

@@ -5,11 +5,14 @@ loss together with weighted terms."""
 from __future__ import annotations
 
 import contextlib
+import inspect
+import re
 import subprocess
 import sys
 import textwrap
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,7 +100,7 @@ class FloatZDim(ToyGenerator):
 
 @dataclass
 class ContradictingDefaults(ToyConfig):
-    depth: int = field(default=16.0, metadata={"help": "an int whose default is a float"})  # type: ignore[assignment]
+    depth: int = field(default=16.0, metadata={"help": "an int, whose default is a float"})  # type: ignore
 
 
 @contextlib.contextmanager
@@ -127,7 +130,8 @@ REGISTERED_WRONGLY = {  # id -> (factory, config, what the message must say)
                                     r"self\.z_dim in __init__"),
     "float-z-dim": (FloatZDim, ToyConfig, r"g\.z_dim must be a positive int.*\(got 8\.0\)"),
     "contradicting-defaults": (ToyGenerator, ContradictingDefaults,
-                               r"config is a dataclass whose defaults fit their types: .*ContradictingDefaults.*"
+                               r"config is a dataclass whose defaults fit their types: "
+                               r".*ContradictingDefaults.*"
                                r"'depth'.*16\.0.* \(give each default a value of its annotated type"),
     "an-instance": (ToyGenerator(), ToyConfig, r"registered as a class: an instance of ToyGenerator was "
                                                r"registered, not a class: register the class itself"),
@@ -161,7 +165,7 @@ def test_the_training_step_reports_a_component_registered_wrongly(monkeypatch, c
 def test_a_loss_registered_as_an_instance_is_reported(monkeypatch):
     with (
         registered_unchecked(monkeypatch, "losses", "hinge-instance", HingeLoss()),
-        pytest.raises(AssertionError, match=r"(?s)loss 'hinge-instance' .*an instance of HingeLoss was registered"),
+        pytest.raises(AssertionError, match=r"(?s)loss 'hinge-instance' .*an instance of HingeLoss was"),
     ):
         kit.check_loss("hinge-instance", train=False)
 
@@ -188,3 +192,44 @@ def test_term_options_and_a_term_given_as_loss(tmp_path):
     assert {"d/r1", "d/matching_aware"} <= set(result.last)
     with pytest.raises(t2i.errors.UsageError, match=r"term_options for r1, which is not in terms"):
         kit.check_training_step(terms={"matching_aware": 1.0}, term_options={"r1": {"gamma": 5.0}})
+
+
+# --------------------------------------------------------------------------------------------------
+# The documentation shows the real signatures
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTED = [ROOT / "README.md", ROOT / "examples" / "t2i-plugin-example" / "README.md"]
+
+
+def plain_signature(fn: Any) -> str:
+    """``name(a=None, *, b=2, **kw)``: the signature as the READMEs write it, without annotations."""
+    parts, star = [], False
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.KEYWORD_ONLY and not star:
+            parts.append("*")
+            star = True
+        if p.kind is p.VAR_KEYWORD:
+            parts.append(f"**{p.name}")
+        elif p.kind is p.VAR_POSITIONAL:
+            parts.append(f"*{p.name}")
+            star = True
+        else:
+            parts.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+    return f"{fn.__name__}({', '.join(parts)})".replace("'", '"')
+
+
+@pytest.mark.parametrize("fn", [kit.check_training_step, kit.check_pair, kit.check_generator, kit.registered],
+                         ids=lambda fn: fn.__name__)
+def test_the_readmes_write_the_kits_signatures_as_they_are(fn):
+    # a signature in backquotes, possibly over several lines: `check_training_step(generator=None, ...)`
+    # (a call, `check_generator("tiny_mlp")`, starts with a value rather than the first parameter's name)
+    first = next(iter(inspect.signature(fn).parameters))
+    written = [
+        " ".join(m.split())
+        for doc in DOCUMENTED
+        for m in re.findall(rf"`(?:kit\.)?({fn.__name__}\({first}\b[^`]*\))`", doc.read_text())
+    ]
+    if fn is kit.check_training_step:
+        assert written, "the example plugin's README documents check_training_step's signature"
+    for signature in written:
+        assert signature.removeprefix("kit.") == plain_signature(fn)

@@ -48,11 +48,12 @@ class LinearD(Discriminator):
 
 
 def d_step_outputs(d: Discriminator, real_grad: bool = True) -> StepOutputs:
-    """What the engine hands a D term: real images that require grad and D's outputs on both batches."""
+    """What the engine hands a D term: real images and text embeddings that require grad (``real_grad`` and
+    ``text_grad``) and D's outputs on both batches."""
     gen = torch.Generator().manual_seed(0)
     real = (torch.rand(B, 3, R, R, generator=gen) * 2 - 1).requires_grad_(real_grad)
     fake = torch.rand(B, 3, R, R, generator=gen) * 2 - 1
-    text = torch.randn(B, TEXT_DIM, generator=gen)
+    text = torch.randn(B, TEXT_DIM, generator=gen).requires_grad_(real_grad)
     return StepOutputs(d(real, text), d(fake, text), real, fake, text, HingeLoss(), d)
 
 
@@ -139,7 +140,7 @@ def test_r1_and_ma_gp_equal_hand_computations_on_a_linear_d():
     assert torch.allclose(r1, w.pow(2).sum(), rtol=1e-5)
     r1.backward()  # create_graph: the penalty trains D (d r1 / d w = 2w)
     assert torch.allclose(d.w.grad, 2 * w, rtol=1e-5)
-    # MA-GP: the gradient w.r.t. image and (frozen, re-run) text together, k * norm^p
+    # MA-GP: the gradient w.r.t. image and text together, from D's real pass, k * norm^p
     norm_sq = w.pow(2).sum() + v.pow(2).sum()
     ma = MatchingAwareGradientPenalty(MAGPConfig(k=2.0, p=6.0)).d_loss(d_step_outputs(d))
     assert torch.allclose(ma, 2.0 * norm_sq.pow(3), rtol=1e-4)
@@ -170,3 +171,49 @@ def test_engine_run_logs_the_new_terms(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     logged = [row for row in rows if "g/feature_matching" in row and "d/r1" in row]
     assert logged and all(row["g/feature_matching"] >= 0 and row["d/r1"] >= 0 for row in logged)
+
+
+# -- MA-GP: one definition, D's real pass of the step (issue 19, item 10) --------------------------------
+def test_ma_gp_never_reruns_d_and_says_what_it_needs():
+    d = LinearD(torch.randn(3 * R * R) * 0.1, torch.randn(TEXT_DIM) * 0.1)
+    out = d_step_outputs(d)
+    calls = []
+    d.register_forward_pre_hook(lambda module, args: calls.append(1))
+    MatchingAwareGradientPenalty().d_loss(out)
+    assert calls == []  # the logits D gave the real batch are differentiated, whatever the encoder
+    assert MatchingAwareGradientPenalty.needs == {"real_grad", "text_grad"} and "text_grad" in NEEDS
+    frozen_text = d_step_outputs(d)
+    frozen_text.text = frozen_text.text.detach()
+    with pytest.raises(t2i.errors.UsageError, match="needs text embeddings that require grad.*text_grad"):
+        MatchingAwareGradientPenalty().d_loss(frozen_text)
+
+
+def _ma_gp_d_step(tmp_path, trainable: bool):
+    """One engine D step with ma_gp: D's forward calls, the logged d/ma_gp, and the value computed directly
+    from a copy of D taken just before the step (its real pass on the same images and embeddings)."""
+    import copy
+
+    cfg = tiny_config(text_encoder={"options": {"dim": 16, "trainable": trainable}},
+                      loss={"terms": {"ma_gp": 1.0}}, train={"steps": 1})
+    trainer = Trainer(cfg, tmp_path / f"run-{trainable}", quiet=True, tensorboard=False)
+    assert trainer.encoder.trainable is trainable and "text_grad" in trainer.needs
+    real, cid = trainer.feed.next_batch()
+    text = trainer.captions(cid)
+    assert text.requires_grad is trainable
+    D0 = copy.deepcopy(trainer.D)
+    calls = []
+    trainer.D.register_forward_pre_hook(lambda module, args: calls.append(1))
+    logs = trainer.gan_step.discriminator(real, text, 0, None)
+    x = real.detach().clone().requires_grad_(True)
+    e = text.detach().clone().requires_grad_(True)
+    gx, ge = torch.autograd.grad(D0(x, e).logits.sum(), (x, e))
+    norm = (gx.flatten(1).pow(2).sum(1) + ge.pow(2).sum(1)).sqrt()
+    return len(calls), float(logs["d/ma_gp"]), float(2.0 * norm.pow(6).mean())
+
+
+def test_ma_gp_runs_d_once_per_batch_with_a_frozen_or_a_trainable_encoder(tmp_path):
+    frozen_calls, frozen_value, frozen_direct = _ma_gp_d_step(tmp_path, trainable=False)
+    trained_calls, trained_value, trained_direct = _ma_gp_d_step(tmp_path, trainable=True)
+    assert frozen_calls == trained_calls == 2  # the real and the fake batch: no second pass on the real one
+    assert frozen_value == pytest.approx(frozen_direct, rel=1e-4) and frozen_value > 0
+    assert trained_value == pytest.approx(trained_direct, rel=1e-4) and trained_value > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pytest
 import t2i
 from t2i import plugins
 from t2i.errors import ConfigError, DuplicateComponentError, UnknownComponentError
-from t2i.registry import Registry
+from t2i.registry import KINDS, Registry
 
 from t2i_test_helpers import run_cli
 
@@ -249,3 +250,220 @@ def test_cli_shows_plugins_and_honours_t2i_load_plugins():
     assert none.returncode == 0 and "dcgan" not in none.stdout
     shown = run_cli("plugins")
     assert shown.returncode == 0 and "t2i-dcgan" in shown.stdout and "t2i.builtins.losses" in shown.stdout
+
+
+# -- a plugin fails alone (issue 19) -----------------------------------------------------------------------
+def install(site, dist: str, source: str | None = None, *, entry_point: bool = True, requires: tuple[str, ...] = ()):
+    """Put distribution ``dist`` (module ``dist`` with ``-`` as ``_``) in folder ``site``, as pip would."""
+    module = dist.replace("-", "_")
+    if source is not None:
+        (site / module).mkdir(parents=True)
+        (site / module / "__init__.py").write_text(textwrap.dedent(source))
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\n" + f"Name: {dist}\nVersion: 0.1\n"
+                                   + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    if entry_point:
+        (info / "entry_points.txt").write_text(f"[t2i]\n{module} = {module}\n")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A folder of installed distributions, on sys.path here and on PYTHONPATH for CLI subprocesses."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    before = set(sys.modules)
+    yield folder
+    for name in set(sys.modules) - before:
+        if getattr(sys.modules[name], "__file__", None) and str(folder) in sys.modules[name].__file__:
+            del sys.modules[name]
+
+
+def test_distributions_that_look_like_plugins_but_declare_no_entry_point_are_listed(site):
+    install(site, "t2i-forgotten", entry_point=False)
+    install(site, "gans-for-t2i", entry_point=False, requires=("t2i-core>=0.1",))
+    install(site, "unrelated-tool", entry_point=False, requires=("numpy", "t2i-core; extra == 'dev'"))
+    install(site, "t2i-announced", "import t2i\n")
+    found = {info.distribution: info for info in plugins.without_entry_point()}
+    assert set(found) == {"t2i-forgotten", "gans-for-t2i"}
+    assert "[project.entry-points.t2i]" in found["t2i-forgotten"].error and "reinstall" in found["t2i-forgotten"].error
+    shown = run_cli("plugins", env={"PYTHONPATH": str(site)})
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "t2i-forgotten" in line)
+    assert "no 't2i' entry point" in row
+    assert "[project.entry-points.t2i]" in " ".join(shown.stdout.split())
+
+
+def test_a_plugin_whose_hook_raises_is_not_loaded_and_what_it_registered_is_taken_back():
+    def losses(register):
+        raise RuntimeError("needs a GPU")
+
+    plugin = make_plugin("halfway", t2i_register_generators=lambda register: register("halfgen", build_width),
+                         t2i_register_losses=losses)
+    plugins.register_plugin(plugin, name="halfway", distribution="halfway-gans")
+    errors = {p.name: p.error for p in plugins.load_errors()}
+    assert re.fullmatch(r"t2i_register_losses raised RuntimeError: needs a GPU \(at test_plugins\.py:\d+\)", errors["halfway"])
+    assert "halfgen" not in t2i.registry("generators")  # rolled back
+    assert "dcgan" in t2i.registry("generators") and "hinge" in t2i.registry("losses")  # the rest works
+
+
+def test_a_commands_hook_that_raises_is_undone_and_its_plugin_unloaded():
+    import typer
+
+    app = typer.Typer()
+    app.command("base")(lambda: None)
+
+    def commands(app):
+        app.command("half")(lambda: None)
+        raise ValueError("no such option")
+
+    plugin = make_plugin("cmds", t2i_register_commands=commands,
+                         t2i_register_generators=lambda register: register("cmdgen", build_width))
+    plugins.register_plugin(plugin, name="cmds", distribution="cmd-tools")
+    assert "cmdgen" in t2i.registry("generators")
+    plugins.add_commands(app)
+    assert [c.name for c in app.registered_commands] == ["base"]
+    errors = {p.name: p.error for p in plugins.load_errors()}
+    assert errors["cmds"].startswith("t2i_register_commands raised ValueError: no such option (at test_plugins.py:")
+    assert "cmdgen" not in t2i.registry("generators")
+
+
+@pytest.mark.parametrize(
+    "name, factory, options, reason",
+    [
+        ("Bad Name", build_width, {}, r"generator name 'Bad Name' from refused-gans: use lowercase letters"),
+        ("lazy", "no_colon_here", {}, r"generator 'lazy' from refused-gans: 'no_colon_here' is not a 'package.module:Name'"),
+        ("inst", WidthConfig(), {}, r"generator 'inst' from refused-gans: factory is an instance of WidthConfig"),
+        ("cfg", build_width, {"config": WidthConfig()}, r"generator 'cfg' from refused-gans: config must be a dataclass class"),
+    ],
+)
+def test_a_registration_the_registry_refuses_unloads_only_that_plugin(name, factory, options, reason):
+    def generators(register):
+        register("goodgen", build_width)
+        register(name, factory, **options)
+
+    plugins.register_plugin(make_plugin("refused", t2i_register_generators=generators), name="refused",
+                            distribution="refused-gans")
+    errors = {p.name: p.error for p in plugins.load_errors()}
+    assert re.match(reason, errors["refused"]), errors["refused"]
+    assert "goodgen" not in t2i.registry("generators") and "dcgan" in t2i.registry("generators")
+
+
+def test_a_misspelled_hook_is_skipped_with_a_warning_and_the_valid_hooks_load():
+    def wrong_arguments(reg, extra):
+        pass
+
+    plugin = make_plugin("partly", t2i_register_generator=lambda register: register("lost", build_width),
+                         t2i_register_losses=lambda register: register("kept_loss", build_width),
+                         t2i_register_metrics=wrong_arguments)
+    with pytest.warns(UserWarning) as caught:
+        plugins.register_plugin(plugin, name="partly", distribution="partly-gans")
+    messages = [str(w.message) for w in caught]
+    assert any("'t2i_register_generator' is not a t2i hook (did you mean 't2i_register_generators'?)" in m for m in messages)
+    assert any("'t2i_register_metrics' takes (reg, extra), but t2i calls it with (register)" in m for m in messages)
+    assert "kept_loss" in t2i.registry("losses")
+    info = next(p for p in plugins.plugins() if p.name == "partly")
+    assert info.error is None and info.hooks == ["t2i_register_losses"] and len(info.warnings) == 2
+
+
+FAILING_HOOK = """
+    import t2i
+
+    @t2i.hookimpl
+    def t2i_register_generators(register):
+        register("okgen", "t2i_crashing.nets:Net", help="registered before the crash")
+        raise RuntimeError("cannot find my weights")
+"""
+REFUSED_NAME = """
+    import t2i
+
+    @t2i.hookimpl
+    def t2i_register_generators(register):
+        register("Spaced Name", "t2i_refused.nets:Net", help="x")
+"""
+DUPLICATE = """
+    import t2i
+
+    @t2i.hookimpl
+    def t2i_register_losses(register):
+        register("hinge", "t2i_other_hinge.nets:Hinge", help="another hinge")
+"""
+MISSPELLED = """
+    import t2i
+
+    @t2i.hookimpl
+    def t2i_register_generator(register):
+        pass
+
+    @t2i.hookimpl
+    def t2i_register_losses(register):
+        register("typo_kept", "t2i_typo.nets:Loss", help="kept despite the misspelled hook")
+"""
+
+
+def test_the_cli_keeps_working_around_failing_plugins(site, tmp_path):
+    install(site, "t2i-crashing", FAILING_HOOK)
+    install(site, "t2i-refused", REFUSED_NAME)
+    install(site, "t2i-typo", MISSPELLED)
+    env = {"PYTHONPATH": str(site), "COLUMNS": "250"}
+    shown = run_cli("plugins", env=env)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    rows = {line.split("│")[2].strip(): line for line in shown.stdout.splitlines() if line.count("│") > 3}
+    assert "not loaded: t2i_register_generators raised RuntimeError: cannot find my weights (at __init__.py:7)" in rows["t2i-crashing"]
+    assert "not loaded: generator name 'Spaced Name' from t2i-refused 0.1: use lowercase" in rows["t2i-refused"]
+    assert "losses: typo_kept" in rows["t2i-typo"]
+    assert "warning: 't2i_register_generator' is not a t2i hook (did you mean 't2i_register_generators'?)" in shown.stdout
+    listed = run_cli("list", "generators", env=env)
+    assert listed.returncode == 0 and "dcgan" in listed.stdout and "okgen" not in listed.stdout
+    assert "t2i: warning: plugin t2i_crashing (t2i-crashing) not loaded: t2i_register_generators raised" in listed.stderr
+    assert "t2i: warning: plugin t2i_typo (t2i-typo): 't2i_register_generator' is not a t2i hook" in listed.stderr
+    run = run_cli("run", "-d", "train_size=16", "-d", "test_size=8", "-G", "ngf=8", "-D", "ndf=8", "-T", "dim=8",
+                  "--batch-size", "8", "--steps", "1", "--sample-every", "0", "--checkpoint-every", "0",
+                  "--device", "cpu", "--set", "eval.metrics=", "--out", str(tmp_path / "run"), "--quiet", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr and "not loaded" in run.stderr
+
+
+def test_a_name_registered_twice_is_listed_but_refused_for_running_with_how_to_choose(site, tmp_path):
+    install(site, "t2i-other-hinge", DUPLICATE)
+    env = {"PYTHONPATH": str(site), "COLUMNS": "250"}
+    for args in (["plugins"], ["list"], ["list", "losses"]):
+        shown = run_cli(*args, env=env)
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, (args, shown.stderr)
+        assert "T2I_LOAD_PLUGINS=" in shown.stderr and "uninstall one of them" in shown.stderr, args
+    listed = run_cli("list", "losses", env=env)
+    hinge = next(line for line in listed.stdout.splitlines() if " hinge " in line)
+    assert "t2i-core" in hinge and "t2i-other-hinge 0.1" in hinge and "registered twice" in hinge
+    run = run_cli("run", "--steps", "1", "--out", str(tmp_path / "run"), env=env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("t2i: error: loss 'hinge' is registered twice: by t2i-core ")
+    assert "and by t2i-other-hinge 0.1; uninstall one of them, or load only some plugins with T2I_LOAD_PLUGINS=" in lines[0]
+    assert not (tmp_path / "run").exists()
+    # choosing: leave the other distribution out
+    chosen = run_cli("list", "losses", env={**env, "T2I_LOAD_PLUGINS": "t2i-dcgan"})
+    assert chosen.returncode == 0 and "t2i-other-hinge" not in chosen.stdout + chosen.stderr
+
+
+def test_tables_never_split_a_name_at_80_columns(site):
+    install(site, "t2i-forgotten", entry_point=False)
+    env = {"PYTHONPATH": str(site), "COLUMNS": "80"}
+    listed, shown = run_cli("list", env=env), run_cli("plugins", env=env)
+    assert listed.returncode == 0 and shown.returncode == 0, listed.stderr + shown.stderr
+    for proc in (listed, shown):
+        assert max(len(line) for line in proc.stdout.splitlines()) <= 80
+
+    def whole(name: str, text: str) -> bool:
+        return any(re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", line) for line in text.splitlines())
+
+    names = [n for kind in KINDS for n in t2i.registry(kind).names()]
+    infos = plugins.plugins() + plugins.without_entry_point()
+    for name in names:
+        assert whole(name, listed.stdout), name
+        assert whole(name, shown.stdout), name
+    for info in infos:
+        assert whole(info.name, shown.stdout) and whole(info.distribution, shown.stdout), info.name
+    for owner in {t2i.registry(kind).owner(n).split()[0] for kind in KINDS for n in t2i.registry(kind).names()}:
+        assert whole(owner, listed.stdout), owner

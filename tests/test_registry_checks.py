@@ -67,8 +67,8 @@ def test_consistent_config_classes_pass():
     [
         (FloatForInt, r"config FloatForInt, field 'ngf': default 16\.0 is not int"),
         (OutsideChoices, r"config OutsideChoices, field 'norm': default 'layer' is not 'batch' \| 'instance'"),
-        (StringForBool, r"field 'spectral_norm': default 'false' is not bool"),
-        (BadElement, r"field 'widths': default \(16, '32'\) is not tuple\[int, \.\.\.\]"),
+        (StringForBool, r"config StringForBool, field 'spectral_norm': default 'false' is not bool"),
+        (BadElement, r"config BadElement, field 'widths': default \(16, '32'\) is not tuple\[int, \.\.\.\]"),
     ],
 )
 def test_a_config_whose_defaults_contradict_their_types_is_refused_at_registration(config, message):
@@ -86,7 +86,7 @@ def test_an_instance_registered_instead_of_a_class_is_refused():
     with pytest.raises(RegistrationError, match=r"generator 'g' from my-gans: config must be a dataclass class, got an "
                                                 r"instance of GoodConfig"):
         reg.register("g", Net, config=GoodConfig(), plugin="my-gans")
-    with pytest.raises(RegistrationError, match="factory 42 is not a class or function"):
+    with pytest.raises(RegistrationError, match="factory is an instance of int, not a class or function"):
         reg.register("g", 42, plugin="my-gans")
     reg.register("g", Net, config=GoodConfig, plugin="my-gans")  # the class itself is fine
     assert isinstance(reg.create("g"), Net)

@@ -13,6 +13,13 @@ component from an instance of the ``config`` dataclass (or with no config argume
 them when the component is first built or described, so ``t2i --help`` and ``t2i list`` load no network.
 Keep the plugin module (and its package's ``__init__``) free of heavy imports for the same reason.
 
+``register`` refuses (:class:`t2i.errors.RegistrationError`) a name that is not lowercase letters, digits,
+``_`` and ``-``; an instance where a class or function is expected; a config that is not a dataclass
+class, or whose defaults contradict their annotations (``ngf: int = 16.0``, a ``Literal`` default outside
+its choices). References are checked the same way when they are imported. A refused registration, or any
+exception raised by a hook, unloads that plugin alone: what it registered is taken back and ``t2i plugins``
+shows why. A misspelled hook name is skipped with a warning; the plugin's other hooks load.
+
 A loss's role comes from its class (:func:`t2i.interfaces.loss_role`): an ``AdversarialLoss`` is chosen
 with ``--loss``, any other ``LossTerm`` is added with ``--term``.
 

@@ -182,6 +182,8 @@ NEEDS: dict[str, str] = {
     "features": "the discriminator must provide intermediate features (DiscOutput.features)",
     "captions": "the caption strings of the batch in StepOutputs.captions (e.g. a CLIP text-image term)",
 }
+"""What a loss or term may ask the engine to compute (``LossTerm.needs``): each word and what it makes the
+engine do. A component that declares a word not listed here is refused when it is built."""
 
 
 def check_needs(component: Any, noun: str, name: str) -> frozenset[str]:

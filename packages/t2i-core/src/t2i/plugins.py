@@ -60,8 +60,8 @@ BUILTIN_PLUGINS = (
 )
 CORE_DIST = "t2i-core"
 GROUP = "t2i"  # the entry-point group
-NO_ENTRY_POINT = (f"no '{GROUP}' entry point, so t2i cannot find it: add [project.entry-points.{GROUP}] "
-                  f"NAME = \"package.plugin_module\" to its pyproject.toml, then reinstall it (pip install -e PATH)")
+NO_ENTRY_POINT = (f"no '{GROUP}' entry point, so t2i cannot find it: add a [project.entry-points.{GROUP}] table to "
+                  f"its pyproject.toml, then reinstall it")
 
 # the hooks a plugin may implement, and the arguments each is called with
 _HOOKS: dict[str, tuple[str, ...]] = {

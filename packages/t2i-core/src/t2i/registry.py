@@ -108,8 +108,6 @@ def _factory_problem(factory: Any) -> str | None:
     if isinstance(factory, type) or inspect.isroutine(factory) or isinstance(factory, functools.partial):
         return None
     kind = type(factory).__name__
-    if not callable(factory):
-        return f"factory {factory!r} is not a class or function"
     return (f"factory is an instance of {kind}, not a class or function; register the class ({kind}) or a "
             f"function that builds one, so that each run gets a fresh component")
 

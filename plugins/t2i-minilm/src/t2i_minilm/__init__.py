@@ -4,25 +4,10 @@ The names below are imported on first use, so loading the plugin (``t2i --help``
 not import the networks.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from t2i.lazy import lazy_exports
 
 # name -> the submodule that defines it
-_EXPORTS = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "MiniLMConfig": "encoder",
     "MiniLMEncoder": "encoder",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+})

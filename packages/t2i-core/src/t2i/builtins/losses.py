@@ -31,7 +31,8 @@ def t2i_register_losses(register):
     register("r1", "t2i.losses:R1Penalty",
              help="D term: R1 gradient penalty E||grad_x D(real)||² (Mescheder et al. 2018); gamma = 2 * weight")
     register("ma_gp", "t2i.losses:MatchingAwareGradientPenalty", config="t2i.losses:MAGPConfig",
-             help="D term: DF-GAN's matching-aware gradient penalty k*E||grad_(x,e) D(real, text)||^p (k=2, p=6)")
+             help="D term: DF-GAN's matching-aware gradient penalty k*E||grad_(x,e) D(real, text)||^p (k=2, p=6), "
+                  "tuned for DF-GAN's D whose gradient norms are ~1; with other discriminators lower k, p or the weight")
     register("wgan_gp", "t2i.losses:WGANGradientPenalty",
              help="D term: WGAN-GP E(||grad D(x_hat)||-1)² on real/fake interpolates (Gulrajani et al. 2017); "
                   "weight = lambda (10)")

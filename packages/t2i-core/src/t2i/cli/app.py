@@ -18,8 +18,9 @@ from ..plugins import without_entry_point
 from ..plugins import plugins as loaded_plugins
 from ..plugins import registry
 from ..registry import KINDS
+from . import tables
 from .flags import PANELS, given_config_values, with_config_flags
-from .tables import table
+from .tables import keep_whole, print_table
 
 app = typer.Typer(
     name="t2i",
@@ -32,9 +33,10 @@ app = typer.Typer(
 out = Console(soft_wrap=False)
 
 
-def _table(*columns: str, names: int = 1, lists: tuple[str, ...] = ()) -> Table:
-    """A table whose cells wrap at the terminal's width, never inside a name (see :func:`.tables.table`)."""
-    return table(*columns, names=names, lists=lists)
+def _table(*columns: str, names: int = 1) -> Table:
+    """A table whose cells wrap at the terminal's width; its first ``names`` columns hold names, which are never
+    split (see :mod:`.tables`; print it with :func:`.tables.print_table`)."""
+    return tables.table(*columns, names=names)
 
 COMPONENTS, TRAINING, RUN = PANELS["components"], PANELS["training"], PANELS["output"]
 
@@ -243,7 +245,7 @@ def eval_cmd(
     table = _table("metric", "value")
     for key, value in report["values"].items():
         table.add_row(key, f"{value:.6g}")
-    console.print(table)
+    print_table(console, table)
     console.print(f"{where}; protocol per metric in --json")
     text = json.dumps(report, indent=2) + "\n"
     if output == "-":
@@ -258,16 +260,17 @@ def plugins_cmd() -> None:
     """Plugins t2i loaded: distribution, version, what each registered, and why any is not loaded.
 
     Also lists installed distributions that look like t2i plugins but declare no [bold]t2i[/bold] entry point."""
-    rows = _table("plugin", "distribution", "version", "registers", names=3, lists=("registers",))
+    rows = _table("plugin", "distribution", "version", "registers", names=3)
     for info in [*loaded_plugins(), *without_entry_point()]:
         registered = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in info.registered.items())
+        keep_whole(rows, "registers", registered.split())
         cell = escape(registered or "-")
         if info.error:
             cell = f"[red]not loaded: {escape(info.error)}[/red]"
         for warning in info.warnings:
             cell += f"\n[yellow]warning: {escape(warning)}[/yellow]"
         rows.add_row(info.name, info.distribution, info.version or "-", cell)
-    out.print(rows)
+    print_table(out, rows)
     _warn_conflicts(list(KINDS))
 
 
@@ -284,15 +287,16 @@ def list_cmd(
 ) -> None:
     """Registered components, with the plugin that registered each."""
     kinds = [_kind(kind)] if kind else list(KINDS)
-    rows = _table("kind", "name", "owner", "help", names=2, lists=("owner",))
+    rows = _table("kind", "name", "owner", "help", names=2)
     for k in kinds:
         reg = registry(k, check=False)  # a name registered twice is listed (with both owners), not refused
         for entry in reg.entries(pattern):
             owner = escape(entry.owner)
             if entry.name in reg.conflicts:
                 owner = f"[red]{escape(' and '.join(reg.conflicts[entry.name]))} (registered twice)[/red]"
+            keep_whole(rows, "owner", entry.owner.split())
             rows.add_row(reg.noun, entry.name, owner, escape(entry.help))
-    out.print(rows)
+    print_table(out, rows)
     _warn_conflicts(kinds)
 
 
@@ -300,8 +304,16 @@ def list_cmd(
 def describe(
     kind: Annotated[str, typer.Argument(help="generator, discriminator, text-encoder, loss, metric, dataset")],
     name: Annotated[str, typer.Argument(help="registered name")],
+    check: Annotated[bool, typer.Option("--check", help="build it (generator, discriminator, text encoder), run it once on a tiny batch and check what it returns: prints ok, or the problem (exit 2)")] = False,
+    options: Annotated[Optional[list[str]], typer.Option("-o", help="with --check: an option KEY=VALUE")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", help="with --check: the resolution to build at (default 32, else the smallest supported)")] = None,
 ) -> None:
     """A component's options: name, type, default and help (set them with -G/-D/-T/-d KEY=VALUE)."""
+    if check:
+        from ..engine.preflight import check_component
+
+        out.print(check_component(_kind(kind), name, parse_assignments(options, "-o"), resolution=resolution))
+        return
     info = registry(_kind(kind)).describe(name)
     out.print(f"[bold]{info['kind']} {escape(info['name'])}[/bold] ({escape(info['owner'])})")
     if info["help"]:
@@ -312,5 +324,5 @@ def describe(
     table = _table("option", "type", "default", "help")
     for row in info["fields"]:
         table.add_row(*(escape(cell) for cell in row))
-    out.print(table)
+    print_table(out, table)
 

@@ -13,6 +13,8 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..options import parse_assignments
+from . import tables
+from .tables import print_table
 
 if TYPE_CHECKING:  # torch loads when a command runs, not when the CLI starts
     from ..interfaces import CaptionedImages, Dataset
@@ -32,11 +34,9 @@ HISTOGRAM_BINS = ((1, 5), (6, 10), (11, 15), (16, 20), (21, 30), (31, 50), (51, 
 
 
 def _table(*columns: str) -> Table:
-    """A table whose cells wrap (full paths stay readable) instead of being cut off."""
-    table = Table()
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
+    """A table whose cells wrap (full paths stay readable) instead of being cut off; the first column (the
+    split) is never split."""
+    return tables.table(*columns, names=1)
 
 
 def open_dataset(spec: str, options: list[str] | None = None) -> tuple[str, Dataset]:
@@ -96,7 +96,7 @@ def inspect(
         per_image = float(data.caption_counts.float().mean()) if len(data) else 0.0
         table.add_row(split, str(len(data)), str(data.info.get("skipped", 0)), str(len(data.captions)),
                       f"{per_image:.1f}", escape(str(data.info.get("cache", "(in memory)"))))
-    out.print(table)
+    print_table(out, table)
 
     captions = [c for data in splits.values() for c in data.captions]
     histogram = caption_length_histogram(captions)
@@ -121,7 +121,7 @@ def inspect(
             for i, p in enumerate(found if show == 0 else found[:show]):
                 ptable.add_row(escape(kind) if i == 0 else "", str(len(found)) if i == 0 else "",
                                escape(p["where"]), escape(p.get("detail", "")))
-        out.print(ptable)
+        print_table(out, ptable)
 
     first = next(iter(splits.values()))
     n = min(rows, len(first))
@@ -160,7 +160,7 @@ def prepare(
         else:  # data sets with their own storage (shapes): loading is preparing
             data = dataset.load(split, r)
             table.add_row(split, str(r), str(len(data)), "0", "none", escape(str(data.info.get("cache", "(in memory)"))))
-    out.print(table)
+    print_table(out, table)
     if isinstance(dataset, StackGANLayout):
         from ..paths import default_cache_dir
 

@@ -104,7 +104,8 @@ def _check_logits(value: Any, what: str, said: str, b: int) -> None:
         raise UsageError(f"{said} {what} {_describe(value)} that are not finite floats; expected ({b},) finite logits")
 
 
-def check_discriminator(D: nn.Module, name: str, images: Tensor, text: Tensor, *, mismatched: bool = False) -> DiscOutput:
+def check_discriminator(D: nn.Module, name: str, images: Tensor, text: Tensor, *,
+                        mismatched: bool = False) -> DiscOutput:
     """Run ``D(images, text[, text rolled by one])``; return its output, or raise a one-line UsageError."""
     b = images.shape[0]
     out = D(images, text, text.roll(1, 0)) if mismatched else D(images, text)
@@ -130,7 +131,11 @@ def check_text_encoder(encoder: TextEncoder, name: str, captions: Sequence[str],
     """Run the encoder on ``captions``; return ``(B, dim)`` embeddings, or raise a one-line UsageError."""
     tokens = encoder.tokenize(list(captions))
     text = encoder(tokens.to(device) if isinstance(tokens, Tensor) else tokens)
-    b, dim = len(captions), getattr(encoder, "dim", None)
+    return check_embeddings(text, name, len(captions), getattr(encoder, "dim", None))
+
+
+def check_embeddings(text: Any, name: str, b: int, dim: int | None) -> Tensor:
+    """``text`` must be ``(b, dim)`` finite float embeddings; else a one-line UsageError naming the encoder."""
     said = f"text encoder '{name}' returned {_describe(text)}"
     if not isinstance(text, Tensor) or tuple(text.shape) != (b, dim):
         raise UsageError(f"{said}; expected ({b}, {dim}) embeddings (one row of its dim = {dim} per caption)")
@@ -141,8 +146,12 @@ def check_text_encoder(encoder: TextEncoder, name: str, captions: Sequence[str],
 
 def check_networks(G: Generator, D: Discriminator, encoder: TextEncoder, *, resolution: int,
                    names: Mapping[str, str], captions: Sequence[str] = (), needs: frozenset[str] = frozenset(),
-                   device: torch.device | None = None, batch: int = PREFLIGHT_BATCH) -> None:
+                   device: torch.device | None = None, batch: int = PREFLIGHT_BATCH,
+                   text: Tensor | None = None) -> None:
     """Run the text encoder, G and D once on ``batch`` samples and check each against its contract.
+
+    ``text``: the embeddings the run already holds for ``batch`` of its captions (a frozen encoder's table,
+    perhaps read from the on-disk cache); checked like the encoder's output, without running the encoder.
 
     ``names``: the registered names, ``{"generator": ..., "discriminator": ..., "text_encoder": ...}``.
     ``captions``: captions to encode (the first ``batch`` are used; made up when fewer). ``needs``: what the
@@ -155,7 +164,11 @@ def check_networks(G: Generator, D: Discriminator, encoder: TextEncoder, *, reso
     chosen += [chosen[-1]] * (batch - len(chosen))
     gen = torch.Generator().manual_seed(0)
     with untouched([G, D, encoder], device):
-        text = check_text_encoder(encoder, names.get("text_encoder", "?"), chosen, device).detach().float()
+        if text is None:
+            text = check_text_encoder(encoder, names.get("text_encoder", "?"), chosen, device)
+        else:
+            check_embeddings(text, names.get("text_encoder", "?"), batch, getattr(encoder, "dim", None))
+        text = text.detach().float()
         if text.shape[1] != getattr(G, "text_dim", text.shape[1]):
             raise UsageError(f"text encoder '{names.get('text_encoder', '?')}' returns {text.shape[1]} dimensions "
                              f"but generator '{names.get('generator', '?')}' was built for text_dim = {G.text_dim}")
@@ -185,7 +198,7 @@ def check_component(kind: str, name: str, options: Mapping[str, Any] | None = No
             check_text_encoder(encoder, name, SAMPLE_CAPTIONS, device)
         return "ok"
     if kind not in ("generators", "discriminators"):
-        raise UsageError(f"--check runs generators, discriminators and text encoders, not {reg.noun}s")
+        raise UsageError(f"--check runs generators, discriminators and text encoders; '{name}' is a {reg.noun}")
     supported = tuple(getattr(entry.factory, "resolutions", None) or (32,))
     if resolution is None:  # 32 px when supported (a wrapper's class may list more than its base builds)
         resolution = 32 if 32 in supported else min(supported)

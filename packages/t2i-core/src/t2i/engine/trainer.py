@@ -126,8 +126,13 @@ class Trainer:
         cfg = self.cfg
         names = {"generator": cfg.generator.name, "discriminator": cfg.discriminator.name,
                  "text_encoder": cfg.text_encoder.name}
+        captions = self.train_data.captions[:PREFLIGHT_BATCH]
+        # a frozen encoder's embeddings are already in the caption table (maybe read from the disk cache)
+        table = self.captions if self.captions is not None and self.captions.frozen else None
+        use_table = table is not None and len(captions) == PREFLIGHT_BATCH
+        text = table(torch.arange(PREFLIGHT_BATCH, device=self.device)) if use_table else None
         check_networks(self.G, self.D, self.encoder, resolution=cfg.data.resolution, names=names,
-                       captions=self.train_data.captions[:PREFLIGHT_BATCH], needs=self.needs, device=self.device)
+                       captions=captions, needs=self.needs, device=self.device, text=text)
         self.warnings = tuning_warnings(self.parts.terms, cfg.discriminator.name)
         if self.rank == 0:
             for line in self.warnings:

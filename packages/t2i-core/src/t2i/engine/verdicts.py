@@ -154,8 +154,8 @@ class Verdict:
     def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
         cleared = data.get("cleared_at")
         return cls(**{k: data[k] for k in ("code", "severity", "first_step", "last_step", "message")},
-                   evidence=dict(data.get("evidence", {})), suggestion=data.get("suggestion", ""), key=data.get("key", ""),
-                   cleared_at=None if cleared is None else int(cleared))
+                   evidence=dict(data.get("evidence", {})), suggestion=data.get("suggestion", ""),
+                   key=data.get("key", ""), cleared_at=None if cleared is None else int(cleared))
 
 
 def describe_key(key: str) -> str:

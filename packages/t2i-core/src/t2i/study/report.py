@@ -352,6 +352,7 @@ def write_report(folder: str | Path) -> Path:
             lines.append(head)
             for v in sorted(r.verdicts, key=lambda v: (-SEVERITIES.index(v.severity), v.first_step)):
                 steps = f"step {v.first_step}" if v.first_step == v.last_step else f"steps {v.first_step}-{v.last_step}"
+                steps += f", cleared at step {v.cleared_at}" if v.cleared_at is not None else ", still holds at the end"
                 lines.append(f"  - [{v.severity}] **{v.code}** ({steps}): {v.message}")
                 suggestions.setdefault(v.code, v.suggestion)
         if suggestions:

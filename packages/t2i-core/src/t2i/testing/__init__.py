@@ -10,6 +10,9 @@ Import it in a plugin's own tests. One line per component::
     def test_my_generator_trains():
         check_training_step(generator="sagan", generator_options={"ch": 8})
 
+    def test_my_loss_with_terms():                         # an adversarial loss with weighted terms
+        check_training_step(loss="hinge", terms={"r1": 1.0, "matching_aware": 0.5})
+
 A plugin with variants (options that change the architecture) checks each one::
 
     @pytest.mark.parametrize("options", [{"conditioning": "concat"}, {"conditioning": "projection"}])
@@ -22,9 +25,13 @@ test code (timm's recipe: parametrize over the registry itself)::
     import pytest
     import t2i.testing as kit
 
-    @pytest.mark.parametrize("name", kit.registered("generators"))
+    @pytest.mark.parametrize("name", kit.registered("generators", "mine*"))   # or plugin="t2i-mine"
     def test_generator(name):
         kit.check_generator(name, resolutions=(32, 64))
+
+:func:`registered` never returns an empty list: when nothing matches (the plugin is not installed, its
+entry point in the group ``t2i`` is missing, the pattern is wrong), it fails the collection with a
+message saying what to check, where an empty parameter set would make pytest skip the test and pass.
 
 Small options for tests. A component can declare the options that make it cheap to test when it
 registers, and every check uses them (explicit ``options`` are merged over them)::
@@ -34,10 +41,13 @@ registers, and every check uses them (explicit ``options`` are merged over them)
 What is checked (each check raises :class:`AssertionError` naming the component and every broken
 property, and returns a :class:`Report` of what passed):
 
-- every component: each option of its config has help (what ``t2i describe`` prints).
+- every component: it was registered as a class (or a factory function), not an instance; its config is a
+  dataclass whose defaults are of their annotated types (``ngf: int = 16.0`` is not); each option has
+  help (what ``t2i describe`` prints).
 - generators and discriminators: a resolution they do not declare is refused with a one-line
   ``ValueError``; at each supported resolution (default: every declared resolution <= 64, plus 128 if
-  declared): output shape, dtype and finiteness, ``[-1, 1]`` for images, ``(B,)`` logits and a
+  declared): the attributes the engine reads (``resolution``, ``text_dim``, and a generator's ``z_dim``, a
+  positive int), output shape, dtype and finiteness, ``[-1, 1]`` for images, ``(B,)`` logits and a
   :class:`~t2i.interfaces.DiscOutput` for discriminators (features when ``provides_features``,
   ``mismatched_logits`` when mismatched text is given); gradients reach every trainable parameter (and
   the input image, for gradient penalties); the text (and the noise) change the output; two builds
@@ -45,7 +55,8 @@ property, and returns a :class:`Report` of what passed):
   checkpoints do) reproduces the outputs; a batch of one in eval mode; CPU bf16 autocast;
   ``channels_last``. Progressive networks are checked across their growth schedule (``on_train_step``).
 - text encoders, losses, data sets and metrics: their interface, with the same spirit (see each check).
-- :func:`check_training_step`: a few real steps of the engine (:class:`t2i.engine.trainer.Trainer`).
+- :func:`check_training_step`: a few real steps of the engine (:class:`t2i.engine.trainer.Trainer`), with
+  an adversarial loss and weighted terms, each of which must be logged.
 - :func:`check_pair`: a generator with a discriminator. The pairs the engine must refuse
   (:func:`refusal_expected`: a progressive network with a fixed-resolution one, either way round, or
   networks that share no resolution) must be refused with a one-line error; any other pair must train,

@@ -131,13 +131,15 @@ def _same_distribution(a: str, b: str) -> bool:
 def _nothing_registered(kind: str, pattern: str, plugin: str | None) -> str:
     """What to check when :func:`registered` matches nothing: one line."""
     noun = KINDS[kind][0]
-    asked = repr(kind) + (f", {pattern!r}" if pattern != "*" else "") + (f", plugin={plugin!r}" if plugin else "")
+    asked = repr(kind) + (f", {pattern!r}" if pattern != "*" else "")
+    asked += f", plugin={plugin!r}" if plugin else ""
     installed = registry(kind).names()
     known = ", ".join(installed) if installed else "none"
     where = f" of distribution '{plugin}'" if plugin else ""
     failed = load_errors()
     errors = (
-        "; plugins that failed to load: " + "; ".join(f"{p.name} ({p.distribution}): {p.error}" for p in failed)
+        "; plugins that failed to load: "
+        + "; ".join(f"{p.name} ({p.distribution}): {p.error}" for p in failed)
         if failed else ""
     )
     pattern_hint = f"the name pattern {pattern!r}; " if pattern != "*" else ""
@@ -152,7 +154,8 @@ def _nothing_registered(kind: str, pattern: str, plugin: str | None) -> str:
 
 
 def _fail(message: str) -> NoReturn:
-    """Fail a selector: under pytest a clean failure (a collection error when collecting), else LookupError."""
+    """Fail a selector: under pytest a failure without traceback (a collection error when collecting),
+    else a :class:`LookupError`."""
     if "pytest" in sys.modules:
         import pytest
 

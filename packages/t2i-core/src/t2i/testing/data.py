@@ -20,11 +20,11 @@ from ..plugins import registry
 from ._common import (
     Report,
     _build,
-    _start,
     _config,
     _one_line,
     _options,
     _restores_rng,
+    _start,
     default_options,
 )
 

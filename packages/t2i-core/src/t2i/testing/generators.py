@@ -15,7 +15,6 @@ from ._common import (
     _DIFFERS,
     Report,
     _assert_finite,
-    _start,
     _assert_gradients,
     _bf16,
     _comparable,
@@ -26,6 +25,7 @@ from ._common import (
     _randn,
     _restores_rng,
     _set_phase,
+    _start,
 )
 from .networks import (
     _assert_bf16_backward,

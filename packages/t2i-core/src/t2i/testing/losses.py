@@ -18,12 +18,12 @@ from ._common import (
     Report,
     _bf16,
     _build,
-    _start,
     _config,
     _is_adversarial,
     _options,
     _randn,
     _restores_rng,
+    _start,
 )
 from .toys import TOY, _toys_registered
 from .training import check_training_step
@@ -176,9 +176,11 @@ def _loss_step(
     with torch.no_grad(), ctx():
         fake = G(z, text)
     real_d = real.detach().requires_grad_(True) if "real_grad" in needs else real
+    text_d = text.detach().requires_grad_(True) if "text_grad" in needs else text  # as the engine does
     with ctx():
-        real_out, fake_out = D(real_d, text, mismatched), D(fake, text)
-    d_value = term.d_loss(StepOutputs(real_out, fake_out, real_d, fake, text, adversarial, D, G, 0, captions))
+        real_out, fake_out = D(real_d, text_d, mismatched), D(fake, text_d)
+    d_out = StepOutputs(real_out, fake_out, real_d, fake, text_d, adversarial, D, G, 0, captions)
+    d_value = term.d_loss(d_out)
     if d_value is not None:
         d_value = _checked_value(d_value, "d_loss", D, "the discriminator", check_grads)
 

@@ -119,7 +119,7 @@ def _first_build(
             check(built)
         net = built
     if net is None:
-        report.skipped.append(f"the other checks at {r} px (it does not build with the attributes it must set)")
+        report.skipped.append(f"the other checks at {r} px (it does not build, or lacks an attribute)")
     return net
 
 

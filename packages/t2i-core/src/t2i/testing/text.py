@@ -15,7 +15,6 @@ from ._common import (
     _DIFFERS,
     Report,
     _assert_finite,
-    _start,
     _assert_gradients,
     _assert_same_weights,
     _bf16,
@@ -29,6 +28,7 @@ from ._common import (
     _round_trip,
     _same_under_seed,
     _set_phase,
+    _start,
 )
 
 _CAPTIONS = (

@@ -52,9 +52,10 @@ def check_training_step(
 
     A network left out is the kit's toy one (for a progressive network: a registered progressive
     partner). ``loss`` is the adversarial loss (default: the engine's, ``hinge``) with ``loss_options``;
-    ``terms`` maps registered loss terms to their weights (``{"r1": 1.0, "matching_aware": 0.5}``; default:
-    the engine's, ``matching_aware`` of weight 1; ``{}``: none) and ``term_options`` gives a term its
-    options (``{"r1": {"gamma": 5.0}}``). A term given as ``loss`` is added to ``terms`` with weight 1.
+    ``terms`` maps the loss terms to train with to their weights, exactly those
+    (``{"r1": 1.0, "matching_aware": 0.5}``; ``{}``: none; default: the engine's, ``matching_aware`` of
+    weight 1) and ``term_options`` gives a term its options (``{"ma_gp": {"k": 1.0}}``). A term given as
+    ``loss`` is added to the terms with weight 1 (and ``loss_options`` are its options).
     Options are merged over each component's ``test_options``. The resolution is 32 px if both networks
     declare it, else the smallest they share. ``overrides`` are raw config sections merged last
     (``train={"precision": "bf16"}``, ``data={"name": "mydata"}``).
@@ -79,9 +80,11 @@ def check_training_step(
             f"at {resolution} px"
         )
         section = _loss_section(loss, loss_options, terms, term_options)
+        losses = [section.get("adversarial")] + [t for t, w in section.get("terms", {}).items() if w]
         _check_registrations(
-            label, [("generators", generator), ("discriminators", discriminator)]
-            + [("losses", n) for n in [section.get("adversarial"), *section.get("terms", {})] if n]
+            label,
+            [("generators", generator), ("discriminators", discriminator)]
+            + [("losses", n) for n in losses if n],
         )
         raw = _raw_config(
             generator, discriminator, generator_options, discriminator_options, resolution, steps, batch_size
@@ -100,7 +103,9 @@ def check_training_step(
         except UsageError:
             raise  # refused before step 1, in one line
         except Exception as exc:
-            raise AssertionError(f"{label}: setting up the run raised {type(exc).__name__}: {_one_line(exc)}") from exc
+            raise AssertionError(
+                f"{label}: setting up the run raised {type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
         g0 = [p.detach().clone() for p in trainer.G.parameters()]
         d0 = [p.detach().clone() for p in trainer.D.parameters()]
         try:
@@ -115,7 +120,8 @@ def check_training_step(
         assert logged, f"{label}: no losses were logged"
         bad = sorted(k for k, v in logged.items() if not math.isfinite(v))
         assert not bad, f"{label}: non-finite logged losses {', '.join(bad)}"
-        unlogged = [t for t in section.get("terms", {}) if f"d/{t}" not in logged and f"g/{t}" not in logged]
+        asked = [t for t, w in section.get("terms", {}).items() if w]
+        unlogged = [t for t in asked if f"d/{t}" not in logged and f"g/{t}" not in logged]
         assert not unlogged, (
             f"{label}: terms {', '.join(unlogged)} were asked for but not logged "
             f"(logged: {', '.join(sorted(logged))})"
@@ -219,6 +225,8 @@ def _loss_section(
 ) -> dict[str, Any]:
     """The raw ``[loss]`` section: ``loss`` as the adversarial loss (or, when it is a term, a term of
     weight 1), ``terms`` with their weights, options over each loss's ``test_options``."""
+    from ..config import LossConfig
+
     section: dict[str, Any] = {}
     weights = dict(terms) if terms is not None else None
     if loss is not None:
@@ -226,21 +234,25 @@ def _loss_section(
             section["adversarial"] = loss
             section["options"] = _options("losses", loss, loss_options)
         else:
-            weights = {loss: 1.0, **(weights or {})}
+            weights = {loss: 1.0, **(weights if weights is not None else LossConfig().terms)}
             term_options = {loss: dict(loss_options or {}), **dict(term_options or {})}
     if weights is not None:
-        section["terms"] = weights
+        # exactly these terms: the config merges tables, so the default terms not named are turned off
+        section["terms"] = {**{t: 0.0 for t in LossConfig().terms}, **weights}
         unknown = sorted(set(term_options or {}) - set(weights))
         if unknown:
             raise UsageError(
                 f"check_training_step: term_options for {', '.join(unknown)}, which is not in terms "
                 f"({', '.join(weights) or 'none'}); add it to terms with its weight"
             )
-        opts = {t: _options("losses", t, (term_options or {}).get(t)) for t in weights if t in registry("losses")}
+        given = term_options or {}
+        opts = {t: _options("losses", t, given.get(t)) for t in weights if t in registry("losses")}
         if any(opts.values()):
             section["term_options"] = {t: o for t, o in opts.items() if o}
     elif term_options:
-        raise UsageError("check_training_step: term_options without terms; pass terms={name: weight, ...} too")
+        raise UsageError(
+            "check_training_step: term_options without terms; pass terms={name: weight, ...} too"
+        )
     return section
 
 
