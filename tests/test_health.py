@@ -14,7 +14,7 @@ from torch import nn
 
 import t2i
 from t2i import plugins
-from t2i.engine import health
+from t2i.engine import verdicts as vocab  # the thresholds and verdict lines
 from t2i.engine.health import HealthMonitor, Verdict, diagnose, read_health, read_records
 from t2i.engine.progress import format_record
 from t2i.engine.trainer import Trainer
@@ -70,7 +70,7 @@ def test_the_seeds_stuck_discriminator_loss_is_named_with_its_step_range():
 
 
 def test_noise_just_above_the_tolerance_is_not_stuck():
-    eps = health.STUCK_TOLERANCE * 3
+    eps = vocab.STUCK_TOLERANCE * 3
     recs = records(10, d__total=lambda i: 1.0 + (eps if i % 2 else 0.0), d__adv=1.0)
     assert "d_loss_stuck" not in codes(diagnose(recs))
 
@@ -85,7 +85,7 @@ def test_discriminator_winning_outright_by_loss_by_logits_and_by_generator_loss(
         assert "lower the D learning rate" in found[0].suggestion and "spectral norm" in found[0].suggestion
     assert next(v for v in diagnose(by_loss) if v.code == "d_wins").evidence["g/adv_last"] == 12
     # one record short of the window: not yet
-    assert "d_wins" not in codes(diagnose(by_loss[: health.WINDOW - 1]))
+    assert "d_wins" not in codes(diagnose(by_loss[: vocab.WINDOW - 1]))
 
 
 def test_a_discriminator_that_cannot_tell_real_from_fake_has_collapsed():
@@ -100,7 +100,7 @@ def test_chaotic_generator_loss_without_trend_but_not_a_noisy_trend():
     chaotic = records(len(jumps), d__adv=1.0, d__total=lambda i: 1.0 + 0.1 * (i % 3), g__adv=lambda i: jumps[i],
                       g__total=lambda i: jumps[i])
     (v,) = [v for v in diagnose(chaotic) if v.code == "g_chaotic"]
-    assert v.evidence["trend_r2"] < health.CHAOS_R2 and v.evidence["cv"] >= health.CHAOS_CV
+    assert v.evidence["trend_r2"] < vocab.CHAOS_R2 and v.evidence["cv"] >= vocab.CHAOS_CV
     trending = records(12, d__adv=1.0, d__total=lambda i: 1.0 + 0.1 * (i % 3),
                        g__total=lambda i: 6.0 - 0.5 * i + (0.3 if i % 2 else -0.3), g__adv=1.0)
     assert "g_chaotic" not in codes(diagnose(trending))
@@ -195,7 +195,7 @@ def test_a_verdict_that_cleared_says_when_and_one_that_holds_says_so():
     saved = json.loads(monitor.to_json())
     assert next(v for v in saved if v["code"] == "mode_collapse")["cleared_at"] == 200
     assert Verdict.from_dict(saved[0]) == monitor.verdicts[0]
-    lines = health.verdict_lines(monitor.verdicts)
+    lines = vocab.verdict_lines(monitor.verdicts)
     assert lines[0].startswith("- [error] d_loss_stuck (steps 5-12, still holds at the end):")
     assert lines[-1].startswith("- [error] mode_collapse (step 131, cleared at step 200):")
 
@@ -309,7 +309,7 @@ def test_a_frozen_discriminator_is_stuck_collapsed_and_not_learning(tmp_path, br
 def test_a_tiny_discriminator_learning_rate_is_not_learning(tmp_path):
     result, verdicts, recs = run(tiny(train={"lr_d": 1e-12}), tmp_path / "run")
     assert "d_not_learning" in codes(verdicts) and "g_not_learning" not in codes(verdicts)
-    assert max(r["health/d_update"] for r in recs) < health.FROZEN_UPDATE < min(r["health/g_update"] for r in recs)
+    assert max(r["health/d_update"] for r in recs) < vocab.FROZEN_UPDATE < min(r["health/g_update"] for r in recs)
 
 
 def test_a_constant_generator_is_mode_collapse(tmp_path, broken_parts):

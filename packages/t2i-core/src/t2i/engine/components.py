@@ -65,19 +65,20 @@ def build_text_encoder(cfg: ExperimentConfig) -> tuple[TextEncoder, dict[str, An
 
 
 def build_generator(cfg: ExperimentConfig, text_dim: int) -> tuple[Generator, dict[str, Any]]:
-    _check_resolution("generators", cfg.generator.name, cfg.data.resolution)
-    gen, full = registry("generators").build(cfg.generator.name, cfg.generator.options,
-                                              resolution=cfg.data.resolution, text_dim=text_dim)
-    _check(gen, Generator, "generator", cfg.generator.name)
-    return gen, full
+    return _build_network("generators", cfg.generator, Generator, cfg.data.resolution, text_dim)
 
 
 def build_discriminator(cfg: ExperimentConfig, text_dim: int) -> tuple[Discriminator, dict[str, Any]]:
-    _check_resolution("discriminators", cfg.discriminator.name, cfg.data.resolution)
-    disc, full = registry("discriminators").build(cfg.discriminator.name, cfg.discriminator.options,
-                                                  resolution=cfg.data.resolution, text_dim=text_dim)
-    _check(disc, Discriminator, "discriminator", cfg.discriminator.name)
-    return disc, full
+    return _build_network("discriminators", cfg.discriminator, Discriminator, cfg.data.resolution, text_dim)
+
+
+def _build_network(kind: str, comp: ComponentConfig, base: type, resolution: int,
+                   text_dim: int) -> tuple[Any, dict[str, Any]]:
+    """A generator or discriminator at ``resolution`` for ``text_dim``-d text, checked to be a ``base``."""
+    _check_resolution(kind, comp.name, resolution)
+    net, full = registry(kind).build(comp.name, comp.options, resolution=resolution, text_dim=text_dim)
+    _check(net, base, registry(kind).noun, comp.name)
+    return net, full
 
 
 def _check_resolution(kind: str, name: str, resolution: int) -> None:
