@@ -16,7 +16,7 @@ non_finite         error     a ``d/``, ``g/`` or ``lr/`` value is NaN/inf (``nul
                              verdict names the loss terms and the networks that went bad
 loss_explosion     error     ``|value|`` of a loss or mean logit above :data:`EXPLODE_LIMIT` (1e4)
 d_loss_stuck       error     ``d/total`` varies by at most :data:`STUCK_TOLERANCE` x max(1, ``|mean|``) over
-                             :data:`WINDOW` records while ``lr/d > 0`` (the seed's "D loss stuck at 1.0064")
+                             :data:`WINDOW` records while ``lr/d > 0`` (a loss stuck at one value)
 d_not_learning     error     D's parameters change by less than :data:`FROZEN_UPDATE` (relative norm,
                              ``health/d_update``) over :data:`WINDOW` records while ``lr/d > 0``
 g_not_learning     error     the same for the generator (``health/g_update``)
@@ -96,7 +96,7 @@ SUGGESTIONS = {
                   "from the last good checkpoint",
     "loss_explosion": "the learning rates are far too high for these networks: lower them (2e-4 is the usual "
                       "start), clip gradients (train.grad_clip=1.0) and add spectral norm to D",
-    "d_loss_stuck": "D has stopped learning (the seed's 1.0064): check lr/d and its schedule, use a TTUR ratio "
+    "d_loss_stuck": "D has stopped learning: check lr/d and its schedule, use a TTUR ratio "
                     "nearer 1:1 or 1:2, lower the feature-matching weight, or switch to the hinge loss",
     "d_not_learning": "D gets no gradient or no step: check that lr/d is not tiny and its parameters require grad; "
                       "after a loss explosion its units saturate (lower the learning rates)",

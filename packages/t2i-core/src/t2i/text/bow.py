@@ -1,7 +1,7 @@
 """``bow``: a bag-of-words text encoder with a vocabulary built from the training captions.
 
 Each caption is lower-cased and split into words; the embedding is the mean of its words' vectors.
-Trainable (the seed's jointly trained encoder, optimised with the discriminator) or frozen (a fixed
+Trainable (a jointly trained encoder, optimised with the discriminator) or frozen (a fixed
 random projection of the word counts: deterministic, needs no pretrained weights, and keeps every word's
 information, which is all a caption of the Shapes data carries). ``glove=PATH`` starts the word vectors
 from a local GloVe file (:mod:`t2i.text.glove`; ``dim`` must be the file's size): frozen, the embedding is

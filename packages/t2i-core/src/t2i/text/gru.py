@@ -1,6 +1,6 @@
 """``gru``: a bidirectional GRU over word vectors, trained from scratch with the discriminator.
 
-The sentence encoder of AttnGAN's DAMSM (Xu et al. 2018) and of the seed's baseline: captions are split
+The sentence encoder of AttnGAN's DAMSM (Xu et al. 2018) and of the common char/word-RNN baselines: captions are split
 into words (lower-case, as ``bow`` does), words are looked up in a vocabulary built from the training
 captions (words seen fewer than ``min_count`` times, and words never seen, become ``<unk>``), at most
 ``max_words`` words are kept, and the caption's embedding is the concatenation of the GRU's last hidden

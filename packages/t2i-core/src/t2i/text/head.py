@@ -1,4 +1,4 @@
-"""A trainable head between any text encoder and the networks: a projection or the seed's MLP.
+"""A trainable head between any text encoder and the networks: a projection or a small MLP.
 
 Set with the text encoder's options, whatever the encoder: ``-T head=mlp -T head_dim=256`` (TOML:
 ``[text_encoder.options] head = "mlp"``). The engine (:func:`t2i.engine.components.build_text_encoder`)
@@ -6,7 +6,7 @@ takes ``head``, ``head_dim`` and ``head_dropout`` out of the options before the 
 the encoder in :class:`HeadedTextEncoder`.
 
 - ``head = "linear"``: ``Linear(encoder.dim, head_dim)``;
-- ``head = "mlp"``: the seed's ``ImprovedTextEncoder``: ``Linear -> LayerNorm -> ReLU -> Dropout``.
+- ``head = "mlp"``: an MLP ``Linear -> LayerNorm -> ReLU -> Dropout``.
 
 The head is trained with the discriminator's optimiser (as a trainable encoder is); the encoder under it
 stays as it is (a frozen one stays frozen). With a frozen encoder, its embeddings are computed once per
