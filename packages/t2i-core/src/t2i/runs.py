@@ -176,8 +176,13 @@ def evaluate_checkpoint(
     seed: int = 0,
     ema: bool = True,
     device: str = "auto",
+    save_stats: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a trained generator: ``{"values": {...}, "protocol": {...}, ...}`` (what ``t2i eval`` prints)."""
+    """Metrics of a trained generator: ``{"values": {...}, "protocol": {...}, ...}`` (what ``t2i eval`` prints).
+
+    ``save_stats``: also write ``mu``/``sigma`` of the reference split (pytorch-fid's ``.npz``, the network and
+    resize ``fid`` uses) there, for ``fid`` with ``reference_stats=PATH`` or other tools.
+    """
     from . import __version__
     from .engine.components import build_dataset
     from .engine.evaluate import build_metrics, evaluate
@@ -198,7 +203,14 @@ def evaluate_checkpoint(
         raise UsageError(f"data set '{cfg.data.name}' has no split '{ref_split}'; splits: {', '.join(dataset.splits)}")
     reference = load_split(dataset, ref_split, cfg.data.resolution)
     values, protocols = evaluate(built, sampler.generator, sampler.text_encoder, reference, sampler.device, seed=seed)
+    saved = {}
+    if save_stats is not None:
+        from .metrics.compare import save_stats_with
+        from .metrics.image_sets import split_images
+
+        saved["saved_stats"] = str(save_stats_with(built, split_images(reference), save_stats, device, merged.get("fid")))
     return {
+        **saved,
         "checkpoint": str(sampler.checkpoint),
         "weights": sampler.weights,
         "split": ref_split,

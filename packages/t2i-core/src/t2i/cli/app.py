@@ -205,13 +205,14 @@ def eval_cmd(
     source: Annotated[Path, typer.Argument(help="a run folder (its latest checkpoint), a checkpoints/step_* folder, or a folder of images")],
     metrics: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="metric to compute (repeatable; default: the run's eval.metrics; for image folders: fid)")] = None,
     metric_opts: Annotated[Optional[list[str]], typer.Option("-M", help="metric option METRIC.KEY=VALUE, e.g. shapes_accuracy.n=5000")] = None,
-    reference: Annotated[Optional[str], typer.Option("--reference", help="compare the image folder SOURCE with this folder, or with a data set NAME[:SPLIT] (e.g. shapes:test)")] = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", help="compare the image folder SOURCE with this folder, a data set NAME[:SPLIT] (e.g. shapes:test), or (fid) a stats .npz of mu/sigma")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="reference split (default: the run's eval.split; for --reference NAME: test)")] = None,
     data_opts: Annotated[Optional[list[str]], typer.Option("-d", help="data set option KEY=VALUE for --reference NAME, e.g. test_size=1000")] = None,
     seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
     output: Annotated[Optional[str], typer.Option("--json", help="also write the values and their protocol to this JSON file ('-': JSON on stdout, the table on stderr)")] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="evaluate the raw generator weights, not their EMA")] = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="also write mu/sigma of the reference images (pytorch-fid .npz; fid's network and resize) to this file")] = None,
 ) -> None:
     """Compute metrics for a trained generator against the reference split, or for a folder of images against
     another folder or a data set (like torch-fidelity's CLI); print them with their protocol."""
@@ -231,15 +232,16 @@ def eval_cmd(
     if reference is not None or (source.is_dir() and not is_run):
         from ..metrics.compare import evaluate_images
 
-        if reference is not None and split and ":" not in reference and not Path(reference).is_dir():
+        if reference is not None and split and ":" not in reference and not Path(reference).is_dir() and not reference.endswith(".npz"):
             reference = f"{reference}:{split}"
         report = evaluate_images(source, reference, metrics=metrics, options=options, device=device,
-                                 data_options=parse_assignments(data_opts, "-d"))
+                                 data_options=parse_assignments(data_opts, "-d"), save_stats=save_stats)
         where = f"images {source} vs {reference or 'no reference'}"
     else:
         if data_opts:
             raise UsageError("-d configures a data set given with --reference; a run is evaluated on its own data set")
-        report = evaluate_checkpoint(source, metrics=metrics, options=options, split=split, seed=seed, ema=not no_ema, device=device)
+        report = evaluate_checkpoint(source, metrics=metrics, options=options, split=split, seed=seed, ema=not no_ema, device=device,
+                                     save_stats=save_stats)
         where = f"checkpoint {report['checkpoint']}, reference split '{report['split']}', seed {seed}"
     console = Console(stderr=True, soft_wrap=False) if output == "-" else out
     table = _table("metric", "value")
@@ -247,6 +249,8 @@ def eval_cmd(
         table.add_row(key, f"{value:.6g}")
     print_table(console, table)
     console.print(f"{where}; protocol per metric in --json")
+    if "saved_stats" in report:
+        console.print(f"reference statistics (mu, sigma) written to {report['saved_stats']}")
     text = json.dumps(report, indent=2) + "\n"
     if output == "-":
         sys.stdout.write(text)

@@ -16,11 +16,13 @@ The metrics (registered in :mod:`t2i.builtins.metrics`):
 What they share: :mod:`.build` (building metrics from names and options; how their keys are logged),
 :mod:`.keys` (what a key means: subsets, ceilings, spreads, which metric produced it and which value is
 best), :mod:`.features` (feature extractors), :mod:`.image_sets` (image sets and the disk cache of their
-features), :mod:`.frechet` (Gaussian statistics and the Frechet distance) and :mod:`.compare` (metrics of
-two image folders, ``t2i eval FOLDER --reference ...``).
+features), :mod:`.frechet` (Gaussian statistics and the Frechet distance), :mod:`.reference_stats`
+(``mu``/``sigma`` files in pytorch-fid's format) and :mod:`.compare` (metrics of two image folders,
+``t2i eval FOLDER --reference ...``).
 
-The helpers below are what every metric does the same way: choose reference images from a seed, and
-call the engine's ``generate`` in chunks, checking what comes back.
+The helpers below are what every metric does the same way: choose reference images and captions from a
+seed (any number of them: :func:`cycled_captions`), and call the engine's ``generate`` in chunks, checking
+what comes back.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torch import Tensor
 
 from ..interfaces import CaptionedImages
 
-__all__ = ["seeded_order", "seeded_caption", "generate_images"]
+__all__ = ["seeded_order", "seeded_caption", "cycled_captions", "CYCLE_RULE", "generate_images"]
 
 Generate = Callable[[list[str]], Tensor]
 
@@ -44,13 +46,40 @@ def seeded_order(n: int, seed: int) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def seeded_caption(reference: CaptionedImages, rows: Sequence[int], seed: int) -> list[str]:
-    """One caption of each image in ``rows``, chosen from a seed (uniformly among its captions)."""
+def seeded_caption(reference: CaptionedImages, rows: Sequence[int], seed: int, cycle: int = 0) -> list[str]:
+    """One caption of each image in ``rows``, chosen from a seed (uniformly among its captions).
+
+    ``cycle``: which pass over the split this is (:func:`cycled_captions`); pass 0 is the historical choice.
+    """
     rows = np.asarray(rows, np.int64)
-    raw = np.random.Generator(np.random.PCG64([seed, 1])).bit_generator.random_raw(len(reference))[rows]
+    stream = [seed, 1] if cycle == 0 else [seed, 1, cycle]
+    raw = np.random.Generator(np.random.PCG64(stream)).bit_generator.random_raw(len(reference))[rows]
     counts = reference.caption_counts.numpy()[rows].astype(np.uint64)
     picks = (raw % counts).astype(np.int64)
     return [reference.captions[int(reference.caption_ids[r, k])] for r, k in zip(rows, picks)]
+
+
+CYCLE_RULE = (
+    "image i uses row order[i mod R] of a seeded permutation (seeded_order(R, seed)) of the R reference images "
+    "and one of that image's captions drawn uniformly from raw PCG64([seed, 1]) on the first pass over the split, "
+    "PCG64([seed, 1, p]) on pass p = i div R >= 1"
+)
+
+
+def cycled_captions(reference: CaptionedImages, n: int, seed: int) -> list[str]:
+    """``n`` captions, cycling through the reference split as many times as needed (:data:`CYCLE_RULE`).
+
+    What DF-GAN's ``sample_times`` and AttnGAN's 30,000 samples do: every image of the split is visited in the
+    same seeded order on each pass, and each pass draws a new caption of it. The first ``R`` captions are those
+    of ``seeded_caption(reference, seeded_order(R, seed)[:n], seed)``: ``n <= R`` changes nothing.
+    """
+    size = len(reference)
+    order = seeded_order(size, seed)
+    captions: list[str] = []
+    for cycle in range(-(-n // size)):
+        rows = order[: min(size, n - cycle * size)]
+        captions += seeded_caption(reference, rows, seed, cycle)
+    return captions
 
 
 def generate_images(generate: Generate, captions: Sequence[str], resolution: int, chunk: int = 250) -> Tensor:

@@ -23,8 +23,9 @@ from ..interfaces import ImageSet, ImageSetMetric
 from ..plugins import registry
 from .build import build_metrics, flat_key
 from .image_sets import folder_images, split_images
+from .reference_stats import is_stats_file, save_reference_stats
 
-__all__ = ["evaluate_images", "resolve_reference"]
+__all__ = ["evaluate_images", "resolve_reference", "save_stats"]
 
 
 def resolve_reference(reference: str | Path, resolution: int, data_options: Mapping[str, Any] | None = None) -> ImageSet:
@@ -55,12 +56,16 @@ def evaluate_images(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     device: str | None = None,
     data_options: Mapping[str, Any] | None = None,
+    save_stats: str | Path | None = None,
 ) -> dict[str, Any]:
     """Metrics of the image folder ``images`` against ``reference`` (a folder or data set; ``None``: only
     metrics that need none, like ``is``). Returns ``{"values", "protocol", "images", "reference", ...}``.
 
     ``data_options`` configure a data set reference. ``device`` sets the ``device`` option of every metric
-    that has one (``-M fid.device=...`` wins).
+    that has one (``-M fid.device=...`` wins). A ``reference`` ending in ``.npz`` is a file of ``mu``/``sigma``
+    (pytorch-fid's format): ``fid`` reads it as its ``reference_stats``; metrics that need the reference
+    features (``kid``, ``prc``, ``fd_dinov2``) refuse it. ``save_stats``: also write the reference's
+    ``mu``/``sigma`` there (:func:`save_stats`).
     """
     from .. import __version__
 
@@ -68,7 +73,12 @@ def evaluate_images(
     fake = folder_images(images)
     size = fake.identity["size"]
     real = None
-    if reference is not None:
+    stats_file = reference is not None and is_stats_file(reference)
+    if save_stats is not None and reference is None:
+        raise UsageError("--save-stats writes the statistics of the reference images: pass --reference")
+    if stats_file and save_stats is not None:
+        raise UsageError(f"--save-stats writes the statistics of reference images; --reference {reference} already is statistics")
+    if reference is not None and not stats_file:
         if size[0] != size[1]:
             ref_path = Path(reference).expanduser()
             if not ref_path.is_dir():
@@ -80,6 +90,17 @@ def evaluate_images(
         cfg_type = reg.get(name).config
         if device and cfg_type is not None and "device" in {f.name for f in dataclasses.fields(cfg_type)}:
             merged[name].setdefault("device", device)
+    if stats_file:
+        for name in names:
+            cfg_type, factory = reg.get(name).config, reg.get(name).factory
+            fields = {f.name for f in dataclasses.fields(cfg_type)} if cfg_type is not None else set()
+            if not (_compares_image_sets(factory) and factory.needs_reference):
+                continue  # is: needs no reference; a metric that needs a generator is refused below
+            if "reference_stats" in fields:
+                merged[name].setdefault("reference_stats", str(reference))  # fid; kid refuses it in one line
+            else:
+                raise UsageError(f"metric '{name}' needs the reference images' features, not statistics: "
+                                 f"--reference {reference} holds only mu/sigma; pass a folder or a data set")  # fmt: skip
     built = build_metrics(names, {n: o for n, o in merged.items() if o})
     _share_extractors(built)
     values: dict[str, float] = {}
@@ -90,19 +111,47 @@ def evaluate_images(
             raise UsageError(
                 f"metric '{name}' needs a generator, not image folders; folder evaluation supports: {', '.join(able)}"
             )
-        if metric.needs_reference and real is None:
+        if metric.needs_reference and real is None and not stats_file:
             raise UsageError(f"metric '{name}' compares with reference images: pass --reference FOLDER or a data set")
         result = dict(metric.compare(fake, real if metric.needs_reference else None, cache_images=True))
         protocols[name] = {"options": opts, **result.pop("protocol", {})}
         for key, value in result.items():
             values[flat_key(name, key)] = float(value)  # "fid", "kid/std"
+    saved = {"saved_stats": str(save_stats_with(built, real, save_stats, device))} if save_stats is not None else {}
     return {
+        **saved,
         "images": fake.describe(),
-        "reference": real.describe() if real is not None else None,
+        "reference": real.describe() if real is not None else ({"stats": str(reference)} if stats_file else None),
         "values": values,
         "protocol": protocols,
         "versions": {"t2i": __version__, **_library_versions()},
     }
+
+
+def save_stats(
+    reference: ImageSet, path: str | Path, *, options: Mapping[str, Any] | None = None, device: str | None = None
+) -> Path:
+    """Write ``mu``/``sigma`` of ``reference``'s pool3 features to ``path`` (pytorch-fid's ``.npz``), with the
+    extractor ``fid`` would use given ``options`` (``weights``, ``batch_size``, ``device``): same network, same resize."""
+    return save_stats_with([], reference, path, device, options)
+
+
+def save_stats_with(
+    built: list[tuple[str, Any, dict[str, Any]]], reference: ImageSet | None, path: str | Path, device: str | None,
+    options: Mapping[str, Any] | None = None,
+) -> Path:
+    """:func:`save_stats` reusing the network of a ``fid`` among ``built`` (else one built from ``options``)."""
+    from .inception_metrics import FID
+
+    if reference is None:
+        raise UsageError("--save-stats writes the statistics of the reference images: pass --reference")
+    fid = next((m for _, m, _ in built if isinstance(m, FID)), None)
+    if fid is None:
+        opts = {k: v for k, v in (options or {}).items() if k in ("weights", "batch_size", "device")}
+        if device:
+            opts.setdefault("device", device)
+        fid = registry("metrics").build("fid", opts)[0]
+    return save_reference_stats(fid.extractor, reference, path, batch_size=fid.cfg.batch_size)
 
 
 def _compares_image_sets(factory: Any) -> bool:

@@ -11,7 +11,9 @@ identical statistics. The default ``extractor = "dinov2"`` is DINOv2 ViT-L/14 at
 
 Protocol. Generate ``n`` images (at most the size of the reference split), one for each caption of the first
 ``n`` images of a seeded permutation of the reference split (one seeded caption each), and compare them with
-all real images of the reference split. The real statistics are cached on disk (``<cache>/metrics/``, keyed
+all real images of the reference split. ``n_generated = N`` instead generates exactly ``N`` images, cycling
+the split in the same seeded order with a new seeded caption on each pass
+(:func:`t2i.metrics.cycled_captions`). The real statistics are cached on disk (``<cache>/metrics/``, keyed
 by the split's pixels and the extractor's weights and preprocessing) and reused. :meth:`FrechetDino.compare`
 compares two image sets without a generator (``t2i eval FOLDER --reference ...``).
 """
@@ -23,7 +25,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
-from . import Generate, generate_images, seeded_caption, seeded_order
+from . import CYCLE_RULE, Generate, cycled_captions, generate_images, seeded_caption, seeded_order
 from .features import FeatureExtractor
 from .frechet import RunningStats, frechet_distance
 from .image_sets import cached_features, split_images, tensor_images
@@ -37,6 +39,9 @@ class FrechetDinoConfig:
     """Options of the ``fd_dinov2`` metric."""
 
     n: int = field(default=10000, metadata={"help": "generated images (capped at the reference split's size)"})
+    n_generated: int = field(
+        default=0, metadata={"help": "generate exactly this many, cycling the split's captions in a seeded order (0: n, capped)"}
+    )
     extractor: str = field(default="dinov2", metadata={"help": "feature space: dinov2 | timm:<model>"})
     weights: str = field(default="", metadata={"help": "extractor weights file ('' = $T2I_DINOV2_WEIGHTS / $T2I_TIMM_WEIGHTS, caches, download)"})
     batch_size: int = field(default=64, metadata={"help": "images per forward pass"})
@@ -48,6 +53,8 @@ class FrechetDinoConfig:
     def __post_init__(self) -> None:
         if self.n < 2:
             raise ValueError(f"n must be >= 2 (a covariance needs two samples), got {self.n}")
+        if self.n_generated < 0 or self.n_generated == 1:
+            raise ValueError(f"n_generated must be 0 (use n) or >= 2, got {self.n_generated}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.seed < 0:
@@ -76,13 +83,18 @@ class FrechetDino(ImageSetMetric):
     def evaluate(self, generate: Generate, reference: CaptionedImages) -> dict[str, Any]:
         if len(reference) < 2:
             raise UsageError(f"fd_dinov2 needs a reference split with at least 2 images, got {len(reference)}")
-        n = min(self.cfg.n, len(reference))
-        rows = seeded_order(len(reference), self.cfg.seed)[:n]
-        fake = generate_images(generate, seeded_caption(reference, rows, self.cfg.seed), reference.resolution, self.chunk)
+        if self.cfg.n_generated:
+            captions = cycled_captions(reference, self.cfg.n_generated, self.cfg.seed)
+            rule: dict[str, Any] = {"n_generated": self.cfg.n_generated, "captions": CYCLE_RULE}
+        else:
+            rows = seeded_order(len(reference), self.cfg.seed)[: min(self.cfg.n, len(reference))]
+            captions = seeded_caption(reference, rows, self.cfg.seed)
+            rule = {"n_requested": self.cfg.n,
+                    "captions": "first n of a seeded permutation of the reference split, one seeded caption each"}
+        fake = generate_images(generate, captions, reference.resolution, self.chunk)
         result = self.compare(tensor_images(fake, {"source": "generated"}), split_images(reference))
         result["protocol"].update(
-            n_requested=self.cfg.n,
-            captions="first n of a seeded permutation of the reference split, one seeded caption each",
+            rule,
             reference={"size": len(reference), **{k: reference.info[k] for k in ("name", "split", "seed") if k in reference.info}},
             resolution=reference.resolution,
         )

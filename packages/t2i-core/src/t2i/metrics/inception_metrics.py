@@ -2,9 +2,13 @@
 
 Protocol shared by the three (:class:`InceptionMetric`). Walk a seeded permutation of the reference split
 and take one seeded caption of each image; generate one image per caption, ``n`` of them, where ``n`` is
-capped at the size of the reference split (``n_requested`` records what was asked). Features come from the
-TF-compatible Inception-v3 (:mod:`t2i.metrics.inception`). The *real* side is the whole reference split;
-its features are computed once and cached on disk (:func:`~t2i.metrics.image_sets.cached_features`).
+capped at the size of the reference split (``n_requested`` records what was asked). ``n_generated = N``
+instead generates exactly ``N`` images, any number, by cycling the split in that seeded order with a new
+seeded caption on each pass (:func:`t2i.metrics.cycled_captions`; DF-GAN's ``sample_times``, AttnGAN's
+30,000); the protocol records ``n_generated`` and the rule. Features come from the TF-compatible
+Inception-v3 (:mod:`t2i.metrics.inception`). The *real* side is the whole reference split; its features are
+computed once and cached on disk (:func:`~t2i.metrics.image_sets.cached_features`), or, for ``fid`` only,
+read as ``mu``/``sigma`` from ``reference_stats=PATH`` (:mod:`t2i.metrics.reference_stats`).
 
 - ``fid``: Frechet distance between Gaussians fitted to pool3 features (float64 streaming sums; trace term
   from symmetric eigenvalues, :mod:`t2i.metrics.frechet`).
@@ -32,10 +36,11 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
-from . import Generate, generate_images, seeded_caption, seeded_order
+from . import CYCLE_RULE, Generate, cycled_captions, generate_images, seeded_caption, seeded_order
 from .features import FeatureExtractor, make_extractor
 from .frechet import RunningStats, frechet_distance
 from .image_sets import cached_features, split_images, tensor_images
+from .reference_stats import load_reference_stats
 
 __all__ = [
     "InceptionMetricConfig", "KIDConfig", "ISConfig", "InceptionMetric", "FID", "KID", "InceptionScore",
@@ -48,6 +53,12 @@ class InceptionMetricConfig:
     """Options of ``fid`` (and the base of ``kid`` and ``is``)."""
 
     n: int = field(default=10000, metadata={"help": "generated images (capped at the reference split's size)"})
+    n_generated: int = field(
+        default=0, metadata={"help": "generate exactly this many, cycling the split's captions in a seeded order (0: n, capped)"}
+    )
+    reference_stats: str = field(
+        default="", metadata={"help": "fid only: .npz with mu/sigma (pytorch-fid format) used instead of the reference images"}
+    )
     batch_size: int = field(default=64, metadata={"help": "images per Inception forward pass"})
     weights: str = field(default="", metadata={"help": "Inception weights file ('' = $T2I_INCEPTION_WEIGHTS, then the caches)"})
     device: str = field(default="auto", metadata={"help": "where Inception runs: auto, cpu, cuda, ..."})
@@ -61,6 +72,8 @@ class InceptionMetricConfig:
         for name in ("n", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_generated < 0 or self.n_generated == 1:
+            raise ValueError(f"n_generated must be 0 (use n) or >= 2, got {self.n_generated}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
@@ -132,19 +145,26 @@ class InceptionMetric(ImageSetMetric):
     def evaluate(self, generate: Generate, reference: CaptionedImages) -> dict[str, Any]:
         if len(reference) < 2:
             raise UsageError(f"{self.metric} needs a reference split with at least 2 images, got {len(reference)}")
-        n = min(self.cfg.n, len(reference))
-        rows = seeded_order(len(reference), self.cfg.seed)[:n].tolist()
-        captions = seeded_caption(reference, rows, self.cfg.seed)
+        self._check_reference_stats()
+        if self.cfg.n_generated:
+            captions = cycled_captions(reference, self.cfg.n_generated, self.cfg.seed)
+            rule: dict[str, Any] = {"n_generated": self.cfg.n_generated, "captions": CYCLE_RULE}
+        else:
+            rows = seeded_order(len(reference), self.cfg.seed)[: min(self.cfg.n, len(reference))].tolist()
+            captions = seeded_caption(reference, rows, self.cfg.seed)
+            rule = {"n_requested": self.cfg.n, "captions": "seeded permutation of the reference split, one seeded caption per image"}
         fake = generate_images(generate, captions, reference.resolution, self.chunk)
-        real = split_images(reference) if self.needs_reference else None
+        real = split_images(reference) if self.needs_reference and not self.cfg.reference_stats else None
         result = self.compare(tensor_images(fake, {"source": "generated"}), real)
         info = {k: v for k, v in reference.info.items() if k in ("name", "split", "seed", "resolution")}
-        result["protocol"].update(
-            n_requested=self.cfg.n,
-            captions="seeded permutation of the reference split, one seeded caption per image",
-            reference={"size": len(reference), **info},
-        )
+        result["protocol"].update(rule, reference={"size": len(reference), **info})
         return result
+
+    def _check_reference_stats(self) -> None:
+        if self.cfg.reference_stats and self.metric != "fid":
+            need = "features of the reference images" if self.needs_reference else "no reference"
+            raise UsageError(f"{self.metric} needs {need}, not statistics: reference_stats={self.cfg.reference_stats} "
+                             "(mu/sigma) serves fid only; pass reference images instead")  # fmt: skip
 
     # -- two image sets ------------------------------------------------------------------------------
     def compare(self, images: ImageSet, reference: ImageSet | None, *, cache_images: bool = False) -> dict[str, Any]:
@@ -176,7 +196,12 @@ class InceptionMetric(ImageSetMetric):
         protocol: dict[str, Any] = {"metric": self.metric, "n": images.count, "images": images.describe(), **ex.protocol(),
                                     "seed": self.cfg.seed, "versions": _versions()}  # fmt: skip
         real: _Real | None = None
-        if reference is not None:
+        self._check_reference_stats()
+        if self.cfg.reference_stats:
+            stats, source = load_reference_stats(self.cfg.reference_stats, ex)
+            real = ({"pool3": stats}, {})
+            protocol.update(n_reference=stats.n or "unknown", reference_stats=source)
+        elif reference is not None:
             if reference.count < 2:
                 raise UsageError(f"{self.metric} needs a reference of at least 2 images, got {reference.count}")
             stats, feats, cache = cached_features(

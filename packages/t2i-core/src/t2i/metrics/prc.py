@@ -16,9 +16,11 @@ float64 from ``|a|^2 - 2 a.b + |b|^2`` in blocks of ``batch_size`` rows, so memo
 
 Protocol. From the reference split, take the first ``n`` images of a seeded permutation (all, if fewer) and
 one seeded caption of each; generate one image per caption; compare the ``n`` generated images with those
-``n`` real ones (whose features are cached on disk, like FID's) in the feature space of ``extractor`` (``inception``: pool3, 2048-d; ``dinov2``;
-``timm:<model>``), whose weights are resolved like every pretrained network's (``weights=PATH``, then
-the extractor's environment variable and caches). :meth:`PrecisionRecall.compare` compares two image sets
+``n`` real ones (whose features are cached on disk, like FID's) in the feature space of ``extractor``
+(``inception``: pool3, 2048-d; ``dinov2``; ``timm:<model>``), whose weights are resolved like every
+pretrained network's (``weights=PATH``, then the extractor's environment variable and caches).
+``n_generated = N`` generates exactly ``N`` images instead, cycling the split's captions
+(:func:`t2i.metrics.cycled_captions`), against the same ``min(n, split)`` real ones. :meth:`PrecisionRecall.compare` compares two image sets
 without a generator (``t2i eval FOLDER --reference ...``).
 """
 
@@ -32,7 +34,7 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
-from . import Generate, generate_images, seeded_caption, seeded_order
+from . import CYCLE_RULE, Generate, cycled_captions, generate_images, seeded_caption, seeded_order
 from .features import FeatureExtractor, make_extractor
 from .image_sets import cached_features, extract_all, tensor_images
 
@@ -45,6 +47,9 @@ class PrecisionRecallConfig:
     """Options of the ``prc`` metric."""
 
     n: int = field(default=5000, metadata={"help": "generated images, compared with as many real ones"})
+    n_generated: int = field(
+        default=0, metadata={"help": "generate exactly this many (cycling the split's captions), against min(n, split) real (0: n)"}
+    )
     k: int = field(default=3, metadata={"help": "neighbourhood size: a ball reaches the k-th nearest neighbour"})
     extractor: str = field(default="inception", metadata={"help": "feature space: inception | dinov2 | timm:<model>"})
     feature: str = field(default="", metadata={"help": "which feature of the extractor ('' = its first: pool3, ...)"})
@@ -60,6 +65,8 @@ class PrecisionRecallConfig:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.n < self.k + 1:
             raise ValueError(f"n must be > k = {self.k}, got {self.n}")
+        if self.n_generated and self.n_generated < self.k + 1:
+            raise ValueError(f"n_generated must be 0 (use n) or > k = {self.k}, got {self.n_generated}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.batch_size < 1 or self.distance_batch < 1:
@@ -137,7 +144,10 @@ class PrecisionRecall(ImageSetMetric):
         if len(reference) <= cfg.k:
             raise UsageError(f"prc with k = {cfg.k} needs more than {cfg.k} reference images, got {len(reference)}")
         rows = seeded_order(len(reference), cfg.seed)[: cfg.n]
-        captions = seeded_caption(reference, rows, cfg.seed)
+        if cfg.n_generated:
+            captions = cycled_captions(reference, cfg.n_generated, cfg.seed)
+        else:
+            captions = seeded_caption(reference, rows, cfg.seed)
         fake = generate_images(generate, captions, reference.resolution, self.chunk)
         info = {k: v for k, v in reference.info.items() if k != "cache"}
         real = tensor_images(reference.images[torch.from_numpy(rows)],
@@ -146,6 +156,7 @@ class PrecisionRecall(ImageSetMetric):
         result["protocol"].update(
             seed=cfg.seed,
             selection="first n of a seeded permutation of the reference split; one seeded caption each",
+            **({"n_generated": cfg.n_generated, "captions": CYCLE_RULE} if cfg.n_generated else {}),
             reference={"size": len(reference), **{k: reference.info[k] for k in ("name", "split") if k in reference.info}},
             resolution=reference.resolution,
         )
