@@ -132,7 +132,7 @@ def save_stats(
     reference: ImageSet, path: str | Path, *, options: Mapping[str, Any] | None = None, device: str | None = None
 ) -> Path:
     """Write ``mu``/``sigma`` of ``reference``'s pool3 features to ``path`` (pytorch-fid's ``.npz``), with the
-    extractor ``fid`` would use given ``options`` (``weights``, ``batch_size``, ``device``): same network, same resize."""
+    extractor ``fid`` would use given ``options`` (``weights``, ``batch_size``, ``device``, ``mode``): same network, same resize."""
     return save_stats_with([], reference, path, device, options)
 
 
@@ -147,7 +147,7 @@ def save_stats_with(
         raise UsageError("--save-stats writes the statistics of the reference images: pass --reference")
     fid = next((m for _, m, _ in built if isinstance(m, FID)), None)
     if fid is None:
-        opts = {k: v for k, v in (options or {}).items() if k in ("weights", "batch_size", "device")}
+        opts = {k: v for k, v in (options or {}).items() if k in ("weights", "batch_size", "device", "mode")}
         if device:
             opts.setdefault("device", device)
         fid = registry("metrics").build("fid", opts)[0]
@@ -175,12 +175,12 @@ def _share_extractors(built: list[tuple[str, Any, dict[str, Any]]]) -> None:
     """Give metrics with the same Inception settings one network computing all the features they need."""
     from .inception_metrics import InceptionMetric
 
-    groups: dict[tuple[str, str, int], list[InceptionMetric]] = {}
+    groups: dict[tuple[str, str, int, str], list[InceptionMetric]] = {}
     for _, metric, _ in built:
         if isinstance(metric, InceptionMetric) and metric._extractor is None:
-            key = (metric.cfg.weights, metric.cfg.device, metric.cfg.batch_size)
+            key = (metric.cfg.weights, metric.cfg.device, metric.cfg.batch_size, metric.cfg.mode)
             groups.setdefault(key, []).append(metric)
-    for (weights, device, batch_size), members in groups.items():
+    for (weights, device, batch_size, mode), members in groups.items():
         if len(members) < 2:
             continue
         from ..device import pick_device
@@ -188,7 +188,8 @@ def _share_extractors(built: list[tuple[str, Any, dict[str, Any]]]) -> None:
 
         features = tuple(sorted({f for m in members for f in m.features}))
         shared = make_extractor(
-            "inception", weights=weights or None, device=pick_device(device), features=features, batch_size=batch_size
+            "inception", weights=weights or None, device=pick_device(device), features=features, batch_size=batch_size,
+            mode=mode,
         )
         for m in members:
             m._extractor = shared

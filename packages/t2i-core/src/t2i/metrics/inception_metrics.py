@@ -6,8 +6,10 @@ capped at the size of the reference split (``n_requested`` records what was aske
 instead generates exactly ``N`` images, any number, by cycling the split in that seeded order with a new
 seeded caption on each pass (:func:`t2i.metrics.cycled_captions`; DF-GAN's ``sample_times``, AttnGAN's
 30,000); the protocol records ``n_generated`` and the rule. Features come from the TF-compatible
-Inception-v3 (:mod:`t2i.metrics.inception`). The *real* side is the whole reference split; its features are
-computed once and cached on disk (:func:`~t2i.metrics.image_sets.cached_features`), or, for ``fid`` only,
+Inception-v3 (:mod:`t2i.metrics.inception`); ``mode`` picks the resize and normalisation in front of it
+(``legacy_tensorflow``: torch-fidelity / TTUR, the default; ``clean``: clean-fid; ``legacy_pytorch``:
+pytorch-fid), recorded as ``mode`` and ``resize`` in the protocol.
+The *real* side is the whole reference split; its features are computed once and cached on disk (:func:`~t2i.metrics.image_sets.cached_features`), or, for ``fid`` only,
 read as ``mu``/``sigma`` from ``reference_stats=PATH`` (:mod:`t2i.metrics.reference_stats`).
 
 - ``fid``: Frechet distance between Gaussians fitted to pool3 features (float64 streaming sums; trace term
@@ -39,6 +41,7 @@ from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
 from . import CYCLE_RULE, Generate, cycled_captions, generate_images, seeded_caption, seeded_order
 from .features import FeatureExtractor, make_extractor
 from .frechet import RunningStats, frechet_distance
+from .inception import check_mode
 from .image_sets import cached_features, split_images, tensor_images
 from .reference_stats import load_reference_stats
 
@@ -61,6 +64,10 @@ class InceptionMetricConfig:
     )
     batch_size: int = field(default=64, metadata={"help": "images per Inception forward pass"})
     weights: str = field(default="", metadata={"help": "Inception weights file ('' = $T2I_INCEPTION_WEIGHTS, then the caches)"})
+    mode: str = field(
+        default="legacy_tensorflow",
+        metadata={"help": "resize: legacy_tensorflow (torch-fidelity) | clean (clean-fid) | legacy_pytorch (pytorch-fid)"},
+    )
     device: str = field(default="auto", metadata={"help": "where Inception runs: auto, cpu, cuda, ..."})
     seed: int = field(
         default=2020, metadata={"help": "seeds caption choice, KID subsets and the IS shuffle (2020: torch-fidelity's)"}
@@ -76,6 +83,7 @@ class InceptionMetricConfig:
             raise ValueError(f"n_generated must be 0 (use n) or >= 2, got {self.n_generated}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        check_mode(self.mode)
 
 
 @dataclass
@@ -137,7 +145,7 @@ class InceptionMetric(ImageSetMetric):
             device = pick_device(self.cfg.device)
             self._extractor = make_extractor(
                 "inception", weights=self.cfg.weights or None, device=device, features=self.features,
-                batch_size=self.cfg.batch_size,
+                batch_size=self.cfg.batch_size, mode=self.cfg.mode,
             )  # fmt: skip
         return self._extractor
 
@@ -176,6 +184,8 @@ class InceptionMetric(ImageSetMetric):
         if images.count < 2:
             raise UsageError(f"{self.metric} needs at least 2 images, got {images.count}")
         ex = self.extractor
+        if getattr(ex, "mode", self.cfg.mode) != self.cfg.mode:
+            raise UsageError(f"{self.metric} is set to mode={self.cfg.mode} but its shared extractor runs mode={ex.mode}")
         missing = [f for f in self.features if f not in ex.dims]
         if missing:
             raise ValueError(f"{self.metric} needs features {missing} that extractor '{ex.name}' does not compute")

@@ -5,8 +5,8 @@ written by ``t2i eval ... --save-stats PATH``.
 The file holds ``mu`` (D,) and ``sigma`` (D, D), float64: the mean and unbiased covariance of the reference
 images' pool3 features. Files t2i writes add ``t2i_n`` (the image count) and ``t2i_protocol`` (a JSON string:
 extractor, weights sha256, resize, reference images), which pytorch-fid ignores. When a file carries them and
-its weights sha256 differs from the extractor's, reading it is a UsageError: its statistics come from another
-network. A file without them (pytorch-fid's, DF-GAN's) is taken on trust, and the protocol says so.
+its weights sha256 or its mode (resize) differs from the extractor's, reading it is a UsageError: its
+statistics come from another network or another preprocessing. A file without them (pytorch-fid's, DF-GAN's) is taken on trust, and the protocol says so.
 
 KID and precision/recall need the reference features themselves, not a Gaussian fitted to them, so they
 refuse such a file.
@@ -69,6 +69,10 @@ def load_reference_stats(
     if written is not None and ours and written.get("weights_sha256") not in (None, ours):
         raise UsageError(f"reference statistics {file} were computed with weights {written['weights_sha256'][:12]}, "
                          f"not the {ours[:12]} this metric uses")  # fmt: skip
+    mode = extractor.protocol().get("mode")
+    if written is not None and mode and written.get("mode", "legacy_tensorflow") != mode:
+        raise UsageError(f"reference statistics {file} were computed in mode {written.get('mode', 'legacy_tensorflow')}, "
+                         f"not the {mode} this metric uses")  # fmt: skip
     source = {
         "file": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "n": n or "unknown",
         "written_by": written if written is not None else "not t2i (mu/sigma only: extractor and resize not recorded)",
