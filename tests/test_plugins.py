@@ -126,8 +126,8 @@ def test_loading_plugins_and_listing_names_imports_no_networks():
     """``t2i --help``, ``t2i list`` and ``t2i plugins`` fill the registries; that must not load any network or
     heavy library (they are imported when a component is built)."""
     heavy = ["t2i_dcgan.models", "t2i_sagan.models", "t2i_specnorm.models", "t2i_progressive.models",
-             "t2i_minilm.encoder", "timm", "open_clip", "torchvision", "transformers", "sentence_transformers",
-             "matplotlib", "tensorboard"]
+             "t2i_dfgan.models", "t2i_minilm.encoder", "timm", "open_clip", "torchvision", "transformers",
+             "sentence_transformers", "matplotlib", "tensorboard"]
     code = textwrap.dedent(f"""
         import sys
         import t2i.plugins
