@@ -101,6 +101,10 @@ def make_config(args: argparse.Namespace) -> Any:
                 "log_every": args.log_every,
                 "sample_every": 0,
                 "checkpoint_every": 0,
+                # the hand loop is fp32 in the default memory format; the engine's faster defaults (bf16
+                # autocast where the CPU has it, channels_last) are benchmarks/precision_speed.py's subject
+                "precision": "fp32",
+                "channels_last": False,
             },
             "eval": {"metrics": []},  # end-of-run metrics only (eval.every = 0): outside the window, and slow
         }

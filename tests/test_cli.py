@@ -133,7 +133,7 @@ def test_run_flags_are_generated_from_the_config_dataclasses():
     flags = {flag.names[0]: flag for flag in config_flags()}
     assert {"--resolution", "--batch-size", "--lr-g", "--lr-d", "--d-steps", "--grad-clip", "--schedule", "--precision",
             "--ema", "--seed", "--device", "--steps", "--epochs", "--minutes", "--log-every", "--sample-every",
-            "--checkpoint-every"} == set(flags)
+            "--checkpoint-every", "--channels-last"} == set(flags)
     assert flags["--lr-g"].key == "train.lr_g" and flags["--resolution"].names == ("--resolution", "-r")
     assert "cosine_restarts" in flags["--schedule"].help  # a Literal's choices are listed
     shown = run_cli("run", "--help", env={"COLUMNS": "250"})

@@ -6,6 +6,7 @@ from there.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from t2i import plugins
-from t2i.data.shapes import Shapes, ShapesConfig, render
+from t2i.data.shapes import HELD_OUT_PHRASINGS, Shapes, ShapesConfig, render
 from t2i.errors import UsageError
 from t2i.interfaces import CaptionedImages
 from t2i.metrics import shapes_reader
@@ -37,17 +38,20 @@ def reference():
     return Shapes(ShapesConfig(train_size=1, test_size=600)).load("test", R)
 
 
-def lookup_generator(reference: CaptionedImages, image_of=lambda row, ref: ref.images[row]):
-    """``generate`` that answers each caption with ``image_of(row)`` of a reference image it describes."""
+def lookup_generator(reference: CaptionedImages, image_of=lambda row, ref: ref.images[row], rephrased=True):
+    """``generate`` that answers each caption with ``image_of(row)`` of a reference image it describes;
+    ``rephrased=False``: it knows only the training phrasings and answers any other caption with image 0."""
     table = {}
     for row in range(len(reference)):
-        for caption in reference.captions_of(row):
+        extra = reference.extra_caption_ids.get(HELD_OUT_PHRASINGS)
+        held_out = extra[row].tolist() if rephrased and extra is not None else []
+        for caption in reference.captions_of(row) + [reference.captions[i] for i in held_out]:
             table.setdefault(caption, row)
     calls = []
 
     def generate(captions):
         calls.append(len(captions))
-        return torch.stack([image_of(table[c], reference) for c in captions])
+        return torch.stack([image_of(table.get(c, 0), reference) for c in captions])
 
     generate.calls = calls
     return generate
@@ -108,11 +112,26 @@ def test_reader_training_is_deterministic():
 def test_oracle_generator_scores_like_real_images(cache_dir, reference):
     generate = lookup_generator(reference)
     results = metric(cache_dir).evaluate(generate, reference)
-    assert generate.calls == [250, 50]  # chunks
+    assert generate.calls == [250, 50, 250, 50]  # chunks: training phrasings, then held-out phrasings
     for name in (*ATTRIBUTES, "mean"):
-        for suffix in ("", "/seen", "/unseen", "/real"):
+        for suffix in ("", "/seen", "/unseen", "/rephrased", "/real"):
             assert results[f"shapes_accuracy/{name}{suffix}"] >= 0.99, (name, suffix)
         assert results[f"shapes_accuracy/{name}"] == results[f"shapes_accuracy/{name}/real"]
+    assert HELD_OUT_PHRASINGS in results["protocol"]["rephrased"]
+
+
+def test_a_generator_that_knows_only_training_phrasings_fails_rephrased(cache_dir, reference):
+    results = metric(cache_dir).evaluate(lookup_generator(reference, rephrased=False), reference)
+    assert results["shapes_accuracy/mean"] >= 0.99
+    assert results["shapes_accuracy/position/rephrased"] <= 0.3  # one image (row 0) for every new wording
+    assert results["shapes_accuracy/mean/rephrased"] <= 0.6
+
+
+def test_a_split_without_held_out_phrasings_has_no_rephrased_keys(cache_dir, reference):
+    v1 = dataclasses.replace(reference, extra_caption_ids={})
+    results = metric(cache_dir, n=50).evaluate(lookup_generator(reference), v1)
+    assert not [k for k in results if k.endswith("/rephrased")]
+    assert results["protocol"]["rephrased"].startswith("not measured")
 
 
 def test_constant_generator_scores_near_chance(cache_dir, reference):
@@ -150,9 +169,11 @@ def test_same_seed_same_sample(cache_dir, reference):
     seen = []
     for _ in range(2):
         generate = lookup_generator(reference)
-        wrapped = lambda captions, g=generate: seen.append(list(captions)) or g(captions)  # noqa: E731
+        calls = []
+        wrapped = lambda captions, g=generate: calls.append(list(captions)) or g(captions)  # noqa: E731
         metric(cache_dir, n=10).evaluate(wrapped, reference)
-    assert seen[0] == seen[1] and len(set(seen[0])) == 10
+        seen.append(calls)  # training phrasings, then held-out phrasings
+    assert seen[0] == seen[1] and len(seen[0]) == 2 and all(len(set(c)) == 10 for c in seen[0])
 
 
 def test_shapes_accuracy_refuses_other_data(cache_dir):

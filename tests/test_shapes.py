@@ -15,6 +15,10 @@ from t2i.data.shapes import (
     BACKGROUNDS,
     COLOURS,
     HELD_OUT,
+    HELD_OUT_PHRASINGS,
+    HELD_OUT_TEMPLATES,
+    TEMPLATES,
+    caption,
     POSITIONS,
     SHAPES,
     SIZES,
@@ -294,6 +298,39 @@ def test_caption_templates_vary(train):
         assert phrase in joined
 
 
+# -- held-out phrasings (spec version 2) ----------------------------------------------------------------
+ALL_COMBINATIONS = list(itertools.product(SHAPES, COLOURS, BACKGROUNDS, SIZES, POSITIONS))
+
+
+def words(text: str) -> set[str]:
+    return set(text.replace(",", " ").split())
+
+
+def test_held_out_phrasings_never_occur_in_training_and_use_training_words():
+    seen = {caption(t, *c) for c in ALL_COMBINATIONS for t in range(len(TEMPLATES))}
+    held = {caption(t, *c, held_out=True) for c in ALL_COMBINATIONS for t in range(len(HELD_OUT_TEMPLATES))}
+    assert len(HELD_OUT_TEMPLATES) >= 4 and not seen & held
+    assert set().union(*map(words, held)) <= set().union(*map(words, seen))
+    joined = " | ".join(held)
+    for phrase in ("at the center", "in the middle", "in the center", " image", " picture", "painted"):
+        assert phrase in joined  # the constructions the spec names, in new places
+
+
+def test_test_images_carry_held_out_phrasings_that_state_their_attributes(train, test_split):
+    assert HELD_OUT_PHRASINGS not in train.extra_caption_ids  # training sees training phrasings only
+    train_captions = set(train.captions)
+    held = test_split.extra_caption_ids[HELD_OUT_PHRASINGS]
+    assert held.shape == (len(test_split), len(HELD_OUT_TEMPLATES)) and held.dtype == torch.int64
+    assert test_split.info["phrasings"] == {"seen": len(TEMPLATES), "held_out": len(HELD_OUT_TEMPLATES)}
+    for i in range(len(test_split)):
+        texts = [test_split.captions[j] for j in held[i].tolist()]
+        assert len(set(texts)) == len(texts) and not set(texts) & set(test_split.captions_of(i))
+        assert not set(texts) & train_captions
+        a = decode(test_split, i)
+        for text in texts:
+            assert read_caption(text) == {k: a[k] for k in ATTRIBUTES}, text
+
+
 # -- errors, registration, cache ---------------------------------------------------------------------
 def test_bad_input_is_a_usage_error(small):
     for split, r in (("val", 32), ("train", 48), ("train", 4), ("train", 0)):
@@ -332,6 +369,7 @@ def test_cache_round_trip_and_corrupt_file_rebuilt(tmp_path):
     assert torch.equal(cached.images, fresh.images) and cached.captions == fresh.captions
     assert torch.equal(cached.caption_ids, fresh.caption_ids)
     assert all(torch.equal(cached.attributes[k], fresh.attributes[k]) for k in fresh.attributes)
+    assert torch.equal(cached.extra_caption_ids[HELD_OUT_PHRASINGS], fresh.extra_caption_ids[HELD_OUT_PHRASINGS])
     path.write_bytes(b"not a zip file")
     rebuilt = Shapes(cfg).load("test", 32)
     assert torch.equal(rebuilt.images, fresh.images) and "cache" not in rebuilt.info

@@ -75,10 +75,22 @@ class DataConfig:
     jitter: float = field(default=0.0, metadata={
         "help": "brightness/contrast/saturation jitter strength in [0, 1) (0: off)",
     })
+    # augmentation of the training captions (t2i.data.caption_augment)
+    caption_variants: int = field(default=0, metadata={
+        "help": "augmented wordings added per training caption (0: off)",
+    })
+    word_dropout: float = field(default=0.0, metadata={
+        "help": "caption variants drop each word with this probability",
+    })
+    word_shuffle: bool = field(default=False, metadata={"help": "caption variants put their words in a random order"})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.jitter < 1.0:
             raise ValueError(f"data.jitter must be in [0, 1), got {self.jitter}")
+        if self.caption_variants < 0:
+            raise ValueError(f"data.caption_variants must be >= 0, got {self.caption_variants}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"data.word_dropout must be in [0, 1), got {self.word_dropout}")
 
 
 @dataclass
@@ -117,7 +129,8 @@ class TrainConfig:
     t0: int = field(default=1000, metadata={"help": "cosine_restarts: steps in the first cycle (T_0)"})
     t_mult: int = field(default=1, metadata={"help": "cosine_restarts: cycle length multiplier (T_mult)"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
-        default="fp32", metadata={"help": "mixed precision: bf16 (CPU or CUDA), fp16 (CUDA, with a grad scaler), auto",
+        default="auto", metadata={"help": "mixed precision: auto (bf16 where it is faster: CUDA GPUs with bf16, "
+                                           "CPUs with AVX512-BF16/AMX; else fp32), fp32, bf16, fp16 (CUDA, with a grad scaler)",
                                    "flag": "--precision"}
     )
     ema: float = field(default=0.0, metadata={
@@ -126,7 +139,10 @@ class TrainConfig:
     })
     seed: int = field(default=0, metadata={"help": "seed of weights, data order and noise", "flag": "--seed"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps", "flag": "--device"})
-    channels_last: bool = field(default=False, metadata={"help": "channels_last memory format for G and D"})
+    channels_last: bool = field(default=True, metadata={
+        "help": "channels_last memory format for G and D (faster convolutions on CPU and GPU)",
+        "flag": "--channels-last",
+    })
     compile: bool = field(default=False, metadata={"help": "torch.compile G and D"})
     sync_bn: bool = field(
         default=False,

@@ -294,6 +294,10 @@ class CaptionedImages:
     than K captions are padded with ``-1`` and ``caption_counts`` says how many are real.
     ``attributes``: optional structured labels, name -> ``int64`` ``(N,)`` codes into
     ``attribute_values[name]`` (the Shapes data carries shape, colour, ...; metrics read them).
+    ``extra_caption_ids``: optional further captions of each image, by name -> ``int64`` ``(N, K')`` ids
+    into ``captions``, that training and the default caption draws never use; only a metric that asks
+    for a set by name reads it (Shapes' ``test`` split: ``"held_out_phrasings"``, captions in phrasings
+    that never occur in training).
     """
 
     images: Tensor
@@ -303,6 +307,7 @@ class CaptionedImages:
     attributes: dict[str, Tensor] = field(default_factory=dict)
     attribute_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    extra_caption_ids: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -134,7 +134,9 @@ def run(
         processes = f" x {dist_ctx.world_size} processes ({dist_ctx.backend})" if dist_ctx.world_size > 1 else ""
         err.print(f"[bold]t2i run[/bold] {'resuming at step ' + str(trainer.step) + ' in' if resume else 'into'} "
                   f"{trainer.run_dir}: generator {cfg.generator.name} ({count_parameters(trainer.G):,} parameters), "
-                  f"discriminator {cfg.discriminator.name} ({count_parameters(trainer.D):,}), {trainer.device.type}{processes}")
+                  f"discriminator {cfg.discriminator.name} ({count_parameters(trainer.D):,}), {trainer.device.type}{processes}, "
+                  f"precision {trainer.precision.described}"
+                  f"{', channels_last' if cfg.train.channels_last else ''}")
 
     try:
         result = runs.train(cfg, resume if resume is not None else (lambda: runs.new_run_dir(cfg, out_dir)),
@@ -150,6 +152,10 @@ def run(
     elif result.status == "diverged":
         where = f"the last good checkpoint is {result.checkpoint}" if result.checkpoint else "no checkpoint was saved"
         err.print(f"[red]training diverged[/red]: {result.message}; {where}")
+    if result.evaluation:
+        from ..metrics.keys import evaluation_table
+
+        print(f"evaluation at step {result.step} (protocol in eval.json):", *evaluation_table(result.evaluation), sep="\n")
     print(f"run folder: {result.run_dir}")
     if result.samples is not None:
         print(f"sample grid: {result.samples}")
@@ -202,7 +208,7 @@ def sample(
 # ------------------------------------------------------------------------------------------------------
 @app.command("eval")
 def eval_cmd(
-    source: Annotated[Path, typer.Argument(help="a run folder (its latest checkpoint), a checkpoints/step_* folder, or a folder of images")],
+    source: Annotated[Optional[Path], typer.Argument(help="a run folder (its latest checkpoint), a checkpoints/step_* folder, or a folder of images")] = None,
     metrics: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="metric to compute (repeatable; default: the run's eval.metrics; for image folders: fid)")] = None,
     metric_opts: Annotated[Optional[list[str]], typer.Option("-M", help="metric option METRIC.KEY=VALUE, e.g. shapes_accuracy.n=5000")] = None,
     reference: Annotated[Optional[str], typer.Option("--reference", help="compare the image folder SOURCE with this folder, a data set NAME[:SPLIT] (e.g. shapes:test), or (fid) a stats .npz of mu/sigma")] = None,
@@ -213,15 +219,26 @@ def eval_cmd(
     no_ema: Annotated[bool, typer.Option("--no-ema", help="evaluate the raw generator weights, not their EMA")] = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
     save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="also write mu/sigma of the reference images (pytorch-fid .npz; fid's network and resize) to this file")] = None,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", help="apply a paper's evaluation preset (e.g. dfgan-cub); -M/-m/--split that contradict it are refused")] = None,
+    list_protocols: Annotated[bool, typer.Option("--list-protocols", help="list the presets: paper, images, statistics, extractor, resize")] = False,
+    captions: Annotated[Optional[Path], typer.Option("--captions", help="for a folder of images: a .jsonl of {image, caption} (default: NAME.txt beside each image), for r_precision and clip_score")] = None,
 ) -> None:
     """Compute metrics for a trained generator against the reference split, or for a folder of images against
-    another folder or a data set (like torch-fidelity's CLI); print them with their protocol."""
+    another folder or a data set (like torch-fidelity's CLI); print them with their protocol.
+
+    [bold]--protocol NAME[/bold] applies a paper's evaluation (--list-protocols); [bold]--captions[/bold]: each image's caption."""
     import json
     import sys
 
     from ..fileio import write_text
     from ..runs import evaluate_checkpoint
+    from .eval_options import attach_preset, prepare_request, print_protocols
 
+    if list_protocols:
+        print_protocols(out)
+        return
+    if source is None:
+        raise UsageError("t2i eval needs SOURCE: a run folder, a checkpoints/step_* folder or a folder of images")
     options: dict[str, dict[str, str]] = {}
     for key, value in parse_assignments(metric_opts, "-M").items():
         metric, dot, field_name = key.partition(".")
@@ -229,20 +246,35 @@ def eval_cmd(
             raise UsageError(f"-M {key}={value}: expected METRIC.KEY=VALUE")
         options.setdefault(metric, {})[field_name] = value
     is_run = (source / "config.toml").is_file() or (source / "meta.json").is_file() or (source / "checkpoints").is_dir()
-    if reference is not None or (source.is_dir() and not is_run):
+    folder = (reference is not None and not (is_run and reference.lower().endswith(".npz"))) or (source.is_dir() and not is_run)
+    request = prepare_request(protocol=protocol, metrics=metrics, options=options, split=split, reference=reference, folder=folder)
+    metrics, options, split, reference = request.metrics, request.options, request.split, request.reference
+    if folder:
+        from ..metrics.captioned import evaluate_captioned_folder, needs_captions
         from ..metrics.compare import evaluate_images
 
         if reference is not None and split and ":" not in reference and not Path(reference).is_dir() and not reference.endswith(".npz"):
             reference = f"{reference}:{split}"
-        report = evaluate_images(source, reference, metrics=metrics, options=options, device=device,
-                                 data_options=parse_assignments(data_opts, "-d"), save_stats=save_stats)
+        data_options = parse_assignments(data_opts, "-d")
+        if captions is not None or any(needs_captions(m) for m in metrics or []):
+            report = evaluate_captioned_folder(source, reference, captions=captions, metrics=metrics, options=options,
+                                               device=device, data_options=data_options, save_stats=save_stats)
+        else:
+            report = evaluate_images(source, reference, metrics=metrics, options=options, device=device,
+                                     data_options=data_options, save_stats=save_stats)
         where = f"images {source} vs {reference or 'no reference'}"
     else:
         if data_opts:
             raise UsageError("-d configures a data set given with --reference; a run is evaluated on its own data set")
+        if captions is not None:
+            raise UsageError("--captions goes with a folder of images; a run generates from its reference split's captions")
         report = evaluate_checkpoint(source, metrics=metrics, options=options, split=split, seed=seed, ema=not no_ema, device=device,
                                      save_stats=save_stats)
         where = f"checkpoint {report['checkpoint']}, reference split '{report['split']}', seed {seed}"
+    for note in attach_preset(report, request.applied):
+        Console(stderr=True, soft_wrap=True).print(f"note: {escape(note)}")
+    if request.applied is not None:
+        where += f"; protocol {request.applied.protocol.name}"
     console = Console(stderr=True, soft_wrap=False) if output == "-" else out
     table = _table("metric", "value")
     for key, value in report["values"].items():

@@ -23,7 +23,9 @@ Splits: ``train`` never contains the (shape, colour) pairs of :data:`HELD_OUT`, 
     (triangle, green), (square, cyan), (circle, orange), (cross, magenta)
 
 ``test`` draws over all pairs and marks each image ``seen`` (1) or not (0), to measure compositional
-generalisation. Within a split, each combination that is allowed (no white object on a white
+generalisation. Captions: each image has ``captions_per_image`` phrasings from :data:`TEMPLATES`; every
+``test`` image also has one caption in each of the :data:`HELD_OUT_TEMPLATES` (spec v2), phrasings that
+never occur in ``train`` (``extra_caption_ids["held_out_phrasings"]``), to measure robustness to wording. Within a split, each combination that is allowed (no white object on a white
 background; no held-out pair in ``train``) is equally likely: attributes are drawn uniformly and
 independently and rejected combinations are drawn again.
 
@@ -59,6 +61,8 @@ __all__ = [
     "POSITIONS",
     "HELD_OUT",
     "TEMPLATES",
+    "HELD_OUT_TEMPLATES",
+    "HELD_OUT_PHRASINGS",
     "SUPERSAMPLING",
     "ShapesConfig",
     "Shapes",
@@ -67,7 +71,7 @@ __all__ = [
     "caption",
 ]
 
-SPEC_VERSION = 1  # bump whenever images or captions change: it keys the on-disk cache
+SPEC_VERSION = 2  # bump whenever images or captions change: it keys the on-disk cache
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -127,14 +131,36 @@ TEMPLATES: tuple[str, ...] = (
     "a {size} {shape} painted {colour}, {at_pos}, on a {bg} background",
     "{in_pos}, a {size} {colour} {shape} on a {bg} background",
 )
+# Spec v2: phrasings that never occur in train, from training words in other orders and constructions (a
+# third way to say each position, "image" where training says "picture", colour before size, the scene
+# first, "painted" after the shape at the end). Every test image carries all of them, in
+# ``extra_caption_ids[HELD_OUT_PHRASINGS]``; its ``caption_ids`` keep the training phrasings.
+_BY = {  # "at the left", "at the center"
+    "top left": "at the top left corner", "top": "at the top side", "top right": "at the top right corner",
+    "left": "at the left", "center": "at the center", "right": "at the right",
+    "bottom left": "at the bottom left corner", "bottom": "at the bottom side",
+    "bottom right": "at the bottom right corner",
+}  # fmt: skip
+HELD_OUT_TEMPLATES: tuple[str, ...] = (
+    "{size} {colour} {shape} {by_pos}, {bg} background",
+    "there is a {size} {colour} {shape} {in_pos} of a {bg} image",
+    "a {bg} picture with {a_colour} {shape} of {size} size {at_pos}",
+    "{in_pos} of a {bg} background there is a {size} {shape} painted {colour}",
+    "on a {bg} image, {a_colour} {size} {shape} {by_pos}",
+    "a {shape} painted {colour} of {size} size {in_pos} on a {bg} picture",
+)
+HELD_OUT_PHRASINGS = "held_out_phrasings"  # the name of the test split's extra caption set
 
 
-def caption(template: int, shape: str, colour: str, background: str, size: str, position: str) -> str:
-    """The caption of one image with template number ``template`` (an index into :data:`TEMPLATES`)."""
+def caption(
+    template: int, shape: str, colour: str, background: str, size: str, position: str, *, held_out: bool = False
+) -> str:
+    """The caption of one image with template number ``template``: an index into :data:`TEMPLATES`, or into
+    :data:`HELD_OUT_TEMPLATES` when ``held_out``."""
     article = "an" if colour[0] in "aeiou" else "a"
-    return TEMPLATES[template].format(
+    return (HELD_OUT_TEMPLATES if held_out else TEMPLATES)[template].format(
         size=size, colour=colour, shape=shape, bg=background, a_colour=f"{article} {colour}",
-        in_pos=_IN[position], at_pos=_AT[position],
+        in_pos=_IN[position], at_pos=_AT[position], by_pos=_BY[position],
     )  # fmt: skip
 
 
@@ -253,19 +279,26 @@ def _draw_attributes(seed: int, split: str, n: int, block: int = 4096) -> dict[s
 
 def _draw_captions(
     seed: int, split: str, codes: dict[str, np.ndarray], k: int
-) -> tuple[list[str], np.ndarray]:
-    """``k`` distinct templates per image (a seeded shuffle of all of them, first ``k``) -> captions, ids."""
+) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
+    """``k`` distinct training templates per image (a seeded shuffle of all of them, first ``k``) and, in
+    ``test``, every held-out phrasing -> captions, ids ``(n, k)``, extra ids ``{name: (n, H)}``."""
     n = len(codes["shape"])
     keys = _rng(seed, split, 1).bit_generator.random_raw((n, len(TEMPLATES)))
     chosen = np.argsort(keys, axis=1, kind="stable")[:, :k]
     names = _attribute_values()
-    columns = [[names[attr][c] for c in codes[attr].tolist()] for attr in ATTRIBUTES]
+    columns = list(zip(*[[names[attr][c] for c in codes[attr].tolist()] for attr in ATTRIBUTES]))
     index: dict[str, int] = {}
     ids = np.empty((n, k), np.int64)
-    for row, (templates, attrs) in enumerate(zip(chosen.tolist(), zip(*columns))):
+    for row, (templates, attrs) in enumerate(zip(chosen.tolist(), columns)):
         for col, t in enumerate(templates):
             ids[row, col] = index.setdefault(caption(t, *attrs), len(index))
-    return list(index), ids
+    if split == "train":
+        return list(index), ids, {}
+    held = np.empty((n, len(HELD_OUT_TEMPLATES)), np.int64)
+    for row, attrs in enumerate(columns):
+        for t in range(len(HELD_OUT_TEMPLATES)):
+            held[row, t] = index.setdefault(caption(t, *attrs, held_out=True), len(index))
+    return list(index), ids, {HELD_OUT_PHRASINGS: held}
 
 
 # -- the data set ------------------------------------------------------------------------------------
@@ -313,10 +346,10 @@ class Shapes(Dataset):
         path = self._cache_path(split, resolution)
         n = self.cfg.train_size if split == "train" else self.cfg.test_size
         shape = (n, resolution, self.cfg.captions_per_image)
-        cached = _read_cache(path, shape)
+        cached = _read_cache(path, shape, split)
         if cached is None:
             with cache_lock(path):  # parallel jobs render the split once; the others wait and read it
-                cached = _read_cache(path, shape)
+                cached = _read_cache(path, shape, split)
                 if cached is None:
                     data = self._build(split, resolution)
                     _write_cache(path, data)
@@ -335,6 +368,7 @@ class Shapes(Dataset):
             "test_size": c.test_size,
             "captions_per_image": c.captions_per_image,
             "held_out": [list(p) for p in HELD_OUT],
+            "phrasings": {"seen": len(TEMPLATES), "held_out": len(HELD_OUT_TEMPLATES) if split == "test" else 0},
             "extents": dict(SIZES),
             "supersampling": SUPERSAMPLING,
         }
@@ -342,9 +376,9 @@ class Shapes(Dataset):
     def _build(self, split: str, resolution: int) -> CaptionedImages:
         n = self.cfg.train_size if split == "train" else self.cfg.test_size
         codes = _draw_attributes(self.cfg.seed, split, n)
-        captions, ids = _draw_captions(self.cfg.seed, split, codes, self.cfg.captions_per_image)
+        captions, ids, extra = _draw_captions(self.cfg.seed, split, codes, self.cfg.captions_per_image)
         images = _render_many(codes, resolution)
-        return _record(images, captions, ids, codes, info=self._info(split, resolution))
+        return _record(images, captions, ids, codes, extra, info=self._info(split, resolution))
 
     def _cache_path(self, split: str, resolution: int) -> Path:
         key = {k: v for k, v in asdict(self.cfg).items() if k != "cache_dir"}
@@ -358,6 +392,7 @@ def _record(
     captions: list[str],
     ids: np.ndarray,
     codes: dict[str, np.ndarray],
+    extra: dict[str, np.ndarray],
     info: dict[str, Any],
 ) -> CaptionedImages:
     return CaptionedImages(
@@ -367,6 +402,7 @@ def _record(
         caption_counts=torch.full((len(ids),), ids.shape[1], dtype=torch.int64),
         attributes={name: torch.from_numpy(v) for name, v in codes.items()},
         attribute_values=_attribute_values(),
+        extra_caption_ids={name: torch.from_numpy(v) for name, v in extra.items()},
         info=info,
     )
 
@@ -386,30 +422,35 @@ def _attribute_values() -> dict[str, tuple[str, ...]]:
 def _write_cache(path: Path, data: CaptionedImages) -> None:
     """Write atomically: a uniquely named temporary file beside ``path``, then a rename."""
     arrays = {f"attr_{k}": v.numpy() for k, v in data.attributes.items()}
+    arrays.update({f"extra_{k}": v.numpy() for k, v in data.extra_caption_ids.items()})
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=data.images.numpy(), captions=np.array(data.captions, dtype=str),
                  caption_ids=data.caption_ids.numpy(), **arrays)  # fmt: skip
 
 
 def _read_cache(
-    path: Path, shape: tuple[int, int, int]
-) -> tuple[np.ndarray, list[str], np.ndarray, dict[str, np.ndarray]] | None:
-    """(images, captions, caption ids, attribute codes) of a cached split of ``shape`` = (N, R, K), or
-    ``None`` (rebuild it) when the file is missing, unreadable or not what was asked for."""
+    path: Path, shape: tuple[int, int, int], split: str
+) -> tuple[np.ndarray, list[str], np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+    """(images, captions, caption ids, attribute codes, extra caption ids) of a cached ``split`` of
+    ``shape`` = (N, R, K), or ``None`` (rebuild it) when the file is missing, unreadable or not what was
+    asked for."""
     if not path.is_file():
         return None
     n, r, k = shape
+    extra_names = () if split == "train" else (HELD_OUT_PHRASINGS,)
     try:
         with np.load(path, allow_pickle=False) as z:
             images, ids = z["images"], z["caption_ids"]
             captions = [str(c) for c in z["captions"]]
             codes = {name: z[f"attr_{name}"] for name in (*ATTRIBUTES, "seen")}
+            extra = {name: z[f"extra_{name}"] for name in extra_names}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     ok = (
         images.shape == (n, r, r, 3) and images.dtype == np.uint8
-        and ids.shape == (n, k) and ids.dtype == np.int64
-        and int(ids.min()) >= 0 and int(ids.max()) < len(captions)
+        and all(a.shape[0] == n and a.ndim == 2 and a.dtype == np.int64 and int(a.min()) >= 0
+                and int(a.max()) < len(captions) for a in (ids, *extra.values()))
+        and ids.shape[1] == k and all(a.shape[1] == len(HELD_OUT_TEMPLATES) for a in extra.values())
         and all(a.shape == (n,) and a.dtype == np.int64 for a in codes.values())
     )  # fmt: skip
-    return (images, captions, ids, codes) if ok else None
+    return (images, captions, ids, codes, extra) if ok else None

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import ComponentConfig, ExperimentConfig
 from ..data.augment import BatchAugment
+from ..data.caption_augment import augment_captions
 from ..data.splits import load_split
 from ..errors import ConfigError, UsageError
 from ..interfaces import (
@@ -201,6 +202,8 @@ def build_components(cfg: ExperimentConfig) -> Components:
     d = cfg.data
     batch_augment = BatchAugment(d.resolution, random_crop=d.random_crop, flip=d.flip, jitter=d.jitter, dataset=dataset)
     train_split = load_split(dataset, d.train_split, batch_augment.load_resolution)
+    train_split = augment_captions(train_split, variants=d.caption_variants, word_dropout=d.word_dropout,
+                                   word_shuffle=d.word_shuffle, seed=cfg.train.seed)
     encoder.fit(train_split.captions)
     # 3. the networks, sized by the encoder, and the losses
     gen, gen_opts = build_generator(cfg, encoder.dim)

@@ -9,6 +9,7 @@ from typing import ContextManager, Iterable
 import torch
 
 from ..config import TrainConfig
+from ..device import fast_bf16
 from ..errors import ConfigError
 
 __all__ = ["learning_rates", "make_optimizer", "make_scheduler", "Precision", "steps_for_epochs"]
@@ -40,19 +41,27 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: in
 class Precision:
     """Autocast context and grad scaler for ``train.precision`` on ``device``.
 
-    bf16 works on CPU and recent CUDA GPUs; fp16 needs CUDA and uses a grad scaler; ``auto`` picks bf16 on
-    CUDA GPUs that support it and fp32 elsewhere (bf16 matmuls are slower than fp32 on most CPUs).
+    bf16 works on CPU and recent CUDA GPUs; fp16 needs CUDA and uses a grad scaler; ``auto`` picks bf16
+    where it is faster than fp32 (CUDA GPUs with bf16; CPUs with AVX512-BF16 or AMX: :func:`t2i.device.fast_bf16`)
+    and fp32 elsewhere (emulated bf16 is slower than fp32). ``reason`` says why, for the run banner.
     """
 
     def __init__(self, precision: str, device: torch.device):
+        self.reason = "asked for"
         if precision == "auto":
-            precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+            fast, why = fast_bf16(device)
+            precision, self.reason = ("bf16", f"auto: {why}") if fast else ("fp32", f"auto: {why}")
         if precision == "fp16" and device.type != "cuda":
             raise ConfigError(f"train.precision = fp16 needs a CUDA device (this run uses {device.type}); use bf16 or fp32")
         self.name = precision
         self.device = device
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+
+    @property
+    def described(self) -> str:
+        """``"bf16 (auto: CPU with AVX512-BF16)"``, or just the name when it was asked for."""
+        return self.name if self.reason == "asked for" else f"{self.name} ({self.reason})"
 
     def autocast(self) -> ContextManager:
         if self.dtype is None:

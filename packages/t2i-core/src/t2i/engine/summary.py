@@ -8,6 +8,7 @@ final evaluation (:func:`t2i.metrics.keys.evaluation_table`), the health verdict
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +19,7 @@ from ..config import ExperimentConfig
 from ..metrics.keys import evaluation_table
 from .health import Verdict, verdict_lines
 
-__all__ = ["RunResult", "RunFacts", "count_parameters", "summary_markdown"]
+__all__ = ["RunResult", "RunFacts", "count_parameters", "peak_memory", "summary_markdown"]
 
 
 @dataclass
@@ -50,6 +51,21 @@ class RunFacts:
     encoder_trainable: bool
     terms: list[tuple[str, float]]
     warnings: list[str] = field(default_factory=list)  # said before step 1 (a term tuned for another D, ...)
+    peak_memory: str = ""  # :func:`peak_memory`
+
+
+def peak_memory(device: torch.device) -> str:
+    """The process's peak memory so far: CUDA ``max_memory_allocated`` on a GPU, else the peak resident set
+    size (``ru_maxrss``; Linux and macOS), as ``"1.2 GiB (peak RSS)"``; ``""`` where neither is known."""
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB (CUDA max_memory_allocated)"
+    try:
+        import resource
+    except ImportError:  # Windows
+        return ""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return f"{rss * scale / 2**30:.2f} GiB (peak RSS of the process)"
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -72,6 +88,7 @@ def summary_markdown(result: RunResult, cfg: ExperimentConfig, facts: RunFacts, 
         f"of {facts.train_images} {cfg.data.train_split} images), batch {t.batch_size}",
         f"- training time: {result.elapsed / 60:.1f} min; throughput {result.images_per_second:.0f} images/s "
         f"(real images through D per second, device {facts.device}, precision {facts.precision})",
+        *([f"- peak memory: {facts.peak_memory}"] if facts.peak_memory else []),
         f"- data: {cfg.data.name} at {cfg.data.resolution}x{cfg.data.resolution}",
         f"- parameters: generator {p['generator']:,}, discriminator {p['discriminator']:,}, "
         f"text encoder {p['text encoder']:,} ({'trained with D' if facts.encoder_trainable else 'frozen'})",

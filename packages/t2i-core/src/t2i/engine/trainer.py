@@ -47,7 +47,7 @@ from .rng import ProcessRNG
 from .samples import SampleGrids
 from .step import GANStep
 from .stopping import Stopping
-from .summary import RunFacts, RunResult, count_parameters, summary_markdown
+from .summary import RunFacts, RunResult, count_parameters, peak_memory, summary_markdown
 from .writer import RunWriter
 
 __all__ = ["Trainer", "RunResult", "count_parameters", "SAMPLE_ROWS", "SAMPLE_COLUMNS"]
@@ -324,11 +324,11 @@ class Trainer:
         """The text of summary.md (and health.json written beside it)."""
         facts = RunFacts(
             epochs=self.feed.epochs, train_images=len(self.train_data), device=self.device.type,
-            precision=self.precision.name, lr_g=self.lr_g, lr_d=self.lr_d, world_size=self.world_size,
+            precision=self.precision.described, lr_g=self.lr_g, lr_d=self.lr_d, world_size=self.world_size,
             parameters={"generator": count_parameters(self.G), "discriminator": count_parameters(self.D),
                         "text encoder": count_parameters(self.encoder)},
             encoder_trainable=self.encoder.trainable, terms=[(n, w) for n, w, _ in self.parts.terms],
-            warnings=list(self.warnings),
+            warnings=list(self.warnings), peak_memory=peak_memory(self.device),
         )
         return summary_markdown(result, self.resolved, facts, self.write_health(result))
 

@@ -4,7 +4,9 @@ An :class:`~t2i.interfaces.ImageSet` is a sized, re-iterable source of uint8 ``(
 a JSON-able description precise enough to key a cache (a data set split's info and the sha256 of its
 pixels; a folder's path and the sha256 of its files). Three kinds: a data set split in memory
 (:func:`split_images`), a folder of image files read batch by batch (:func:`folder_images`), and anything
-else as a tensor (:func:`tensor_images`).
+else as a tensor (:func:`tensor_images`). :func:`folder_captions` reads the caption each image of a folder was
+generated from (a ``captions.jsonl`` or one ``.txt`` beside each image), in the folder's order, for the metrics
+that score images against their captions.
 
 :func:`cached_features` runs an extractor over a *reference* image set once and keeps the result in
 ``<cache>/metrics/<extractor>-<digest>.npz`` (``<cache>``: ``cache_dir``, else ``$T2I_CACHE_DIR``, else
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 import numpy as np
@@ -34,7 +36,10 @@ from ..paths import default_cache_dir
 from .features import FeatureExtractor
 from .frechet import RunningStats
 
-__all__ = ["ImageSet", "split_images", "folder_images", "tensor_images", "cached_features", "extract_all", "IMAGE_SUFFIXES"]
+__all__ = [
+    "ImageSet", "split_images", "folder_images", "folder_captions", "tensor_images", "cached_features", "extract_all",
+    "IMAGE_SUFFIXES",
+]  # fmt: skip
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _FORMAT = "t2i-reference-features-v1"
@@ -110,6 +115,80 @@ def folder_images(folder: str | os.PathLike) -> ImageSet:
     ident = {"source": "folder", "path": str(root.resolve()), "size": [int(first.shape[1]), int(first.shape[0])],
              "files_sha256": h.hexdigest()}  # fmt: skip
     return ImageSet(ident, len(files), batches)
+
+
+def folder_captions(folder: str | os.PathLike, captions: str | os.PathLike | None = None) -> list[str]:
+    """The caption of every image under ``folder``, in :func:`folder_images`' order (sorted paths).
+
+    ``captions``: a JSON-lines file, one ``{"image": NAME, "caption": TEXT}`` per line, ``NAME`` being the image's
+    path relative to ``folder`` or its file name, with or without the extension (so ``0001``, ``0001.png`` and
+    ``birds/0001.png`` all match ``birds/0001.png``; a bare name must be unique in the folder). Without it: a text
+    file beside each image with the same stem (``0001.png`` + ``0001.txt``) holding its one caption.
+
+    Every image needs exactly one caption and every caption one image; a mismatch is a one-line
+    :class:`UsageError` naming the file (``captions.jsonl line 3: no image '0007' in samples/``).
+    """
+    root = Path(folder).expanduser()
+    files = _image_files(root)
+    if captions is None:
+        return [_sidecar_caption(path) for path in files]
+    source = Path(captions).expanduser()
+    if not source.is_file():
+        raise UsageError(f"captions file {source} does not exist")
+    by_key = {path.relative_to(root).with_suffix("").as_posix(): path for path in files}
+    by_stem: dict[str, list[Path]] = {}
+    for path in files:
+        by_stem.setdefault(path.stem, []).append(path)
+    found: dict[Path, str] = {}
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{source.name} line {number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{where}: not JSON ({exc.msg})") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+            raise UsageError(f'{where}: expected {{"image": NAME, "caption": TEXT}}')
+        caption = entry.get("caption")
+        if isinstance(caption, list) and len(caption) == 1:
+            caption = caption[0]
+        if not isinstance(caption, str) or not caption.strip():
+            raise UsageError(f"{where}: image '{entry['image']}' needs one non-empty caption string")
+        path = _match_image(entry["image"], by_key, by_stem, root, where)
+        if path in found:
+            raise UsageError(f"{where}: a second caption for {path.relative_to(root)}; each image has one")
+        found[path] = caption.strip()
+    missing = [path for path in files if path not in found]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UsageError(f"{source.name} has no caption for {missing[0].relative_to(root)}{more} in {root}")
+    return [found[path] for path in files]
+
+
+def _match_image(name: str, by_key: dict[str, Path], by_stem: dict[str, list[Path]], root: Path, where: str) -> Path:
+    """The image a captions-file entry names: its relative path, else its unique stem (extension optional)."""
+    key = PurePosixPath(name.replace("\\", "/"))
+    key_text = key.with_suffix("").as_posix() if key.suffix.lower() in IMAGE_SUFFIXES else key.as_posix()
+    if key_text in by_key:
+        return by_key[key_text]
+    same = by_stem.get(key_text, []) if "/" not in key_text else []
+    if len(same) == 1:
+        return same[0]
+    if len(same) > 1:
+        shown = ", ".join(str(p.relative_to(root)) for p in same[:2])
+        raise UsageError(f"{where}: image '{name}' matches {len(same)} files ({shown}); give its path relative to {root}")
+    raise UsageError(f"{where}: no image '{name}' in {root}")
+
+
+def _sidecar_caption(path: Path) -> str:
+    text_file = path.with_suffix(".txt")
+    if not text_file.is_file():
+        raise UsageError(f"no caption for {path}: put {text_file.name} beside it, or pass --captions captions.jsonl")
+    lines = [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise UsageError(f"{text_file} holds {len(lines)} captions; a generated image has exactly one")
+    return lines[0]
 
 
 def extract_all(extractor: FeatureExtractor, images: ImageSet, batch_size: int) -> dict[str, Tensor]:

@@ -18,8 +18,12 @@ read as ``mu``/``sigma`` from ``reference_stats=PATH`` (:mod:`t2i.metrics.refere
   random subsets of ``min(subset_size, N)`` images of each side (drawn as torch-fidelity draws them:
   ``np.random.RandomState(seed).choice(N, m, replace=False)``, generated first); ``kid`` and ``kid/std``.
 - ``is``: Inception Score from the 1008-way logits without bias, in ``splits`` parts after a seeded shuffle
-  (``RandomState(seed).permutation``); ``is`` and ``is/std``. A score outside ``[1, 1008]`` is a bug and
-  raises instead of being reported.
+  (``RandomState(seed).permutation``); ``is`` and ``is/std``. A score outside ``[1, classes]`` is a bug and
+  raises instead of being reported. ``classifier=FILE`` scores with another Inception-v3 instead: a
+  torchvision-layout state dict with its own ``fc`` (:class:`InceptionClassifier`), such as the Inception
+  fine-tuned on CUB birds that StackGAN, AttnGAN and DM-GAN report IS with (in PyTorch form); ``classes``,
+  ``resize``, ``normalize`` and ``background`` say how it was trained, and the protocol records them with
+  the file's sha256.
 
 Each metric can also compare two image sets without a generator (:meth:`InceptionMetric.compare`), which
 ``t2i eval FOLDER --reference ...`` uses.
@@ -30,7 +34,8 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -38,6 +43,7 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
+from ..weights import file_sha256
 from . import CYCLE_RULE, Generate, cycled_captions, generate_images, seeded_caption, seeded_order
 from .features import FeatureExtractor, make_extractor
 from .frechet import RunningStats, frechet_distance
@@ -47,7 +53,7 @@ from .reference_stats import load_reference_stats
 
 __all__ = [
     "InceptionMetricConfig", "KIDConfig", "ISConfig", "InceptionMetric", "FID", "KID", "InceptionScore",
-    "kid_from_features", "inception_score_from_logits",
+    "InceptionClassifier", "kid_from_features", "inception_score_from_logits",
 ]  # fmt: skip
 
 
@@ -101,14 +107,35 @@ class KIDConfig(InceptionMetricConfig):
 
 @dataclass
 class ISConfig(InceptionMetricConfig):
-    """Options of ``is``."""
+    """Options of ``is``. ``classifier`` and the four options after it select and describe an Inception-v3
+    classifier from a file (the CUB papers' fine-tuned one); without it, the ImageNet Inception of ``weights``."""
 
     splits: int = field(default=10, metadata={"help": "parts the generated images are scored in"})
+    classifier: str = field(default="", metadata={
+        "help": "Inception-v3 classifier state dict in torchvision's layout with its own fc, e.g. CUB's fine-tuned "
+                "one ('' = the ImageNet Inception of `weights`)"})  # fmt: skip
+    classes: int = field(default=0, metadata={"help": "classes the classifier must have (0: as many as its fc has)"})
+    resize: Literal["pil_bilinear", "bilinear", "bilinear_align_corners"] = field(default="pil_bilinear", metadata={
+        "help": "classifier only: to 299 px by pil_bilinear (StackGAN's scipy imresize) | bilinear | bilinear_align_corners"})
+    normalize: Literal["minus_one_one", "imagenet"] = field(default="minus_one_one", metadata={
+        "help": "classifier only: input range minus_one_one (x/127.5-1, StackGAN) | imagenet (mean/std)"})
+    background: bool = field(default=False, metadata={
+        "help": "classifier only: its first class is TF-slim's background, dropped before the softmax (StackGAN)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.splits < 1:
             raise ValueError(f"splits must be >= 1, got {self.splits}")
+        if self.classes < 0:
+            raise ValueError(f"classes must be >= 0, got {self.classes}")
+        if self.classifier:
+            if self.weights or self.mode != "legacy_tensorflow":
+                raise ValueError("weights and mode choose the ImageNet Inception; with classifier=FILE use resize and normalize")
+        else:
+            set_ = [k for k, default in (("classes", 0), ("resize", "pil_bilinear"), ("normalize", "minus_one_one"),
+                                         ("background", False)) if getattr(self, k) != default]  # fmt: skip
+            if set_:
+                raise ValueError(f"{', '.join(set_)} describe a classifier from a file: pass classifier=FILE too")
 
 
 # the real side: running statistics and features, each by feature name
@@ -277,7 +304,11 @@ class KID(InceptionMetric):
 
 
 class InceptionScore(InceptionMetric):
-    """Inception Score (higher is better); ``is/std`` over the splits. Needs no reference images."""
+    """Inception Score (higher is better); ``is/std`` over the splits. Needs no reference images.
+
+    With ``classifier=FILE`` the classes are those of that network (:class:`InceptionClassifier`), e.g. CUB's
+    bird species, and its logits (with bias) replace the ImageNet Inception's 1008 unbiased logits.
+    """
 
     metric = "is"
     features = ("logits_unbiased",)
@@ -285,16 +316,124 @@ class InceptionScore(InceptionMetric):
 
     def __init__(self, cfg: ISConfig | None = None, *, extractor: FeatureExtractor | None = None):
         super().__init__(cfg or ISConfig(), extractor=extractor)
+        if self.cfg.classifier:  # type: ignore[attr-defined]
+            self.features = ("logits",)
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        cfg: ISConfig = self.cfg  # type: ignore[assignment]
+        if self._extractor is None and cfg.classifier:
+            from ..device import pick_device
+
+            self._extractor = InceptionClassifier(
+                cfg.classifier, classes=cfg.classes, resize=cfg.resize, normalize=cfg.normalize,
+                background=cfg.background, device=pick_device(cfg.device), batch_size=cfg.batch_size,
+            )  # fmt: skip
+        return InceptionMetric.extractor.fget(self)  # type: ignore[attr-defined]
 
     def _score(self, fake_stats, fake, real):
         cfg: ISConfig = self.cfg  # type: ignore[assignment]
-        mean, std = inception_score_from_logits(fake["logits_unbiased"], splits=cfg.splits, seed=cfg.seed)
+        mean, std = inception_score_from_logits(fake[self.features[0]], splits=cfg.splits, seed=cfg.seed)
         return {"is": mean, "is/std": std}
 
     def _protocol(self) -> dict[str, Any]:
         cfg: ISConfig = self.cfg  # type: ignore[assignment]
-        return {"feature": "logits_unbiased (1008, no bias)", "splits": cfg.splits,
+        feature = (f"logits of the classifier's fc ({self.extractor.dims['logits']} classes, with bias)" if cfg.classifier
+                   else "logits_unbiased (1008, no bias)")  # fmt: skip
+        return {"feature": feature, "splits": cfg.splits,
                 "shuffle": "numpy RandomState(seed).permutation(N)", "precision": "float64 softmax"}  # fmt: skip
+
+
+class InceptionClassifier:
+    """An Inception-v3 classifier from a state-dict file, as an extractor of its ``logits`` for ``is``.
+
+    The file holds torchvision's ``Inception3`` parameters (``Conv2d_1a_3x3.conv.weight`` ... ``Mixed_7c...``,
+    ``fc.weight`` ``(C, 2048)``, ``fc.bias``; ``AuxLogits.*`` optional, unused), which is how PyTorch ports of
+    the CUB fine-tuned Inception (StackGAN's evaluation network; 200 species, or the 50 test species) are stored.
+    Read with ``torch.load(weights_only=True)``; every key and shape is checked (a one-line UsageError naming
+    the file otherwise). ``classes`` (when > 0) must equal the number of classes the file scores.
+
+    ``resize`` and ``normalize`` (:data:`t2i.metrics.damsm.RESIZES`, :data:`~t2i.metrics.damsm.NORMALIZATIONS`)
+    turn uint8 images into the 299 x 299 input the network was trained on. StackGAN's ``inception_score.py``:
+    ``pil_bilinear`` (``scipy.misc.imresize(..., interp='bilinear')``) and ``minus_one_one``; its TF-slim network
+    reserves class 0 for "background" and takes the softmax over the others: ``background=True`` does the same.
+    """
+
+    name = "inception_classifier"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        classes: int = 0,
+        resize: str = "pil_bilinear",
+        normalize: str = "minus_one_one",
+        background: bool = False,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+    ):
+        from .damsm import RESIZES, NORMALIZATIONS, load_exact, read_state_dict, torchvision_inception
+
+        if resize not in RESIZES or normalize not in NORMALIZATIONS:
+            raise UsageError(f"is: resize must be one of {', '.join(RESIZES)} and normalize one of {', '.join(NORMALIZATIONS)}")
+        self.path = Path(path).expanduser()
+        what = "an Inception-v3 classifier in torchvision's layout (Conv2d_1a_3x3 ... Mixed_7c, fc)"
+        state = read_state_dict(self.path, "IS classifier")
+        fc = state.get("fc.weight")
+        if fc is None or fc.dim() != 2 or fc.shape[1] != 2048:
+            raise UsageError(f"{self.path} does not hold {what}: no fc.weight of shape (classes, 2048)")
+        outputs = int(fc.shape[0])
+        scored = outputs - 1 if background else outputs
+        if scored < 2 or (classes and classes != scored):
+            bg = " after dropping the background class" if background else ""
+            raise UsageError(f"{self.path} scores {scored} classes{bg}, expected {classes or 'at least 2'} (is.classes)")
+        aux = any(k.startswith("AuxLogits.") for k in state)
+        aux_classes = int(state["AuxLogits.fc.weight"].shape[0]) if "AuxLogits.fc.weight" in state else outputs
+        net = torchvision_inception(outputs, aux_logits=aux)
+        if aux and aux_classes != outputs:  # the auxiliary head is never run: let it keep the file's width
+            with torch.device("meta"):
+                net.AuxLogits.fc = torch.nn.Linear(net.AuxLogits.fc.in_features, aux_classes)
+        self.net = load_exact(net, state, self.path, what).to(device).eval()
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.resize, self.normalize, self.background = resize, normalize, background
+        self.classes = scored
+        self.dims = {"logits": scored}
+        self.weights_sha256 = file_sha256(self.path)
+
+    @torch.inference_mode()
+    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+        """uint8 ``(B, H, W, 3)`` -> ``{"logits": (B, classes)}`` float32 on the CPU (background column removed)."""
+        from .damsm import inception_input
+
+        parts = []
+        for start in range(0, images.shape[0], self.batch_size):
+            x = inception_input(images[start : start + self.batch_size], self.resize, self.normalize, self.device)
+            logits = self.net(x)
+            parts.append((logits[:, 1:] if self.background else logits).float().cpu())
+        return {"logits": torch.cat(parts) if parts else torch.empty(0, self.classes)}
+
+    def protocol(self) -> dict[str, Any]:
+        """The classifier file and sha256, its classes, resize and normalisation, for the IS protocol."""
+        import PIL
+
+        from .damsm import NORMALIZATIONS, RESIZES
+
+        return {
+            "extractor": "inception_classifier (torchvision Inception3 from a state dict)",
+            "classifier_file": str(self.path),
+            "weights_file": self.path.name,
+            "weights_sha256": self.weights_sha256,
+            "classes": self.classes,
+            "background_class_dropped": self.background,
+            "resize": RESIZES[self.resize],
+            "normalize": NORMALIZATIONS[self.normalize],
+            "pillow": PIL.__version__,
+        }
+
+    def cache_key(self) -> dict[str, Any]:
+        """Name, weights hash and preprocessing: what cached logits of this classifier must match."""
+        return {"extractor": self.name, "weights_sha256": self.weights_sha256, "resize": self.resize,
+                "normalize": self.normalize, "background": self.background}  # fmt: skip
 
 
 # -- the formulas ------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A metric returns a dict of figures keyed ``name`` or ``name/part``. Keys ending in one of
 :data:`SUBSETS` are columns of their base key: ``/seen`` and ``/unseen`` are the figure on test captions
-whose attribute combination was seen in training or held out, ``/real`` is the same figure computed on
+whose attribute combination was seen in training or held out, ``/rephrased`` the figure on captions
+in phrasings that never occur in training, ``/real`` is the same figure computed on
 the real test images: the ceiling the generator is measured against (identical for every run, so never a
 "best"; so are other figures of the real images, ``r_precision/real_std``,
 ``diversity/real_between_captions``). Keys ending in one of :data:`SPREADS` (``kid/std``) are the spread
@@ -23,9 +24,9 @@ from ..interfaces import GOALS, Metric
 __all__ = ["SUBSETS", "SUBSET_HEADERS", "SPREADS", "split_key", "is_ceiling", "is_spread", "producer", "goal",
            "evaluation_table"]
 
-SUBSETS = ("seen", "unseen", "real")
+SUBSETS = ("seen", "unseen", "rephrased", "real")
 SUBSET_HEADERS = {"all": "value", "seen": "seen combinations", "unseen": "held-out combinations",
-                  "real": "real images (ceiling)"}
+                  "rephrased": "held-out phrasings", "real": "real images (ceiling)"}
 SPREADS = ("std",)
 
 

@@ -11,6 +11,9 @@ Reported, as fractions of images read correctly:
 - ``shapes_accuracy/<attribute>``: all ``n`` images; ``/seen`` and ``/unseen``: the images whose
   (shape, colour) pair occurs in ``train`` or is held out (a key is left out when its subset is empty;
   the counts are in the protocol);
+- ``shapes_accuracy/<attribute>/rephrased``: the same ``n`` reference images, each generated again from
+  one of its captions in a **held-out phrasing** (Shapes spec v2: wordings that never occur in training,
+  a seeded choice among them), with the same noise: robustness to how the user words a caption;
 - ``shapes_accuracy/<attribute>/real``: the same reader on the ``n`` real reference images, the ceiling
   that a perfect generator would reach;
 - ``shapes_accuracy/mean`` (and ``/seen``, ``/unseen``, ``/real``): the mean over the five attributes.
@@ -25,9 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..data.shapes import SPEC_VERSION
+from ..data.shapes import HELD_OUT_PHRASINGS, SPEC_VERSION
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, Metric
 from . import Generate, generate_images, seeded_caption, seeded_order
@@ -75,6 +79,9 @@ class ShapesAccuracy(Metric):
         rows = torch.from_numpy(seeded_order(len(reference), self.cfg.seed)[: self.cfg.n])
         captions = seeded_caption(reference, rows.tolist(), self.cfg.seed)
         fake = reader.predict(generate_images(generate, captions, resolution, self.chunk))
+        rephrased = _held_out_captions(reference, rows.tolist(), self.cfg.seed)
+        if rephrased:
+            fake_rephrased = reader.predict(generate_images(generate, rephrased, resolution, self.chunk))
         real = reader.predict(reference.images[rows])
         truth = {name: reference.attributes[name][rows] for name in ATTRIBUTES}
         seen = reference.attributes["seen"][rows].bool()
@@ -86,15 +93,22 @@ class ShapesAccuracy(Metric):
             for suffix, mask in subsets.items():
                 if mask.any():
                     results[f"shapes_accuracy/{name}{suffix}"] = hit[mask].double().mean().item()
+            if rephrased:
+                hit = fake_rephrased[name] == truth[name]
+                results[f"shapes_accuracy/{name}/rephrased"] = hit.double().mean().item()
             results[f"shapes_accuracy/{name}/real"] = (real[name] == truth[name]).double().mean().item()
-        for suffix in (*subsets, "/real"):
+        for suffix in (*subsets, "/rephrased", "/real"):
             parts = [results.get(f"shapes_accuracy/{name}{suffix}") for name in ATTRIBUTES]
             if None not in parts:
                 results[f"shapes_accuracy/mean{suffix}"] = sum(parts) / len(parts)
-        results["protocol"] = self._protocol(reference, reader, n_seen=int(seen.sum()), n=len(rows))
+        results["protocol"] = self._protocol(
+            reference, reader, n_seen=int(seen.sum()), n=len(rows), rephrased=bool(rephrased)
+        )
         return results
 
-    def _protocol(self, reference: CaptionedImages, reader: ShapesReader, *, n_seen: int, n: int) -> dict:
+    def _protocol(
+        self, reference: CaptionedImages, reader: ShapesReader, *, n_seen: int, n: int, rephrased: bool
+    ) -> dict:
         info, keys = reader.info, ("name", "split", "seed", "spec_version")
         return {
             "metric": "shapes_accuracy",
@@ -103,6 +117,10 @@ class ShapesAccuracy(Metric):
             "n_unseen": n - n_seen,
             "seed": self.cfg.seed,
             "selection": "first n of a seeded permutation of the reference split; one seeded caption each",
+            "rephrased": (
+                f"the same n images again, each from one of its {HELD_OUT_PHRASINGS} captions (a seeded choice)"
+                if rephrased else "not measured: the reference split has no held-out phrasings"
+            ),
             "reference": {
                 "size": len(reference),
                 **{k: reference.info[k] for k in keys if k in reference.info},
@@ -118,6 +136,17 @@ class ShapesAccuracy(Metric):
                 "shapes_spec_version": SPEC_VERSION,
             },
         }
+
+
+def _held_out_captions(reference: CaptionedImages, rows: list[int], seed: int) -> list[str]:
+    """One held-out-phrasing caption of each image in ``rows`` (uniform, from raw PCG64([seed, 2])), or
+    ``[]`` when the split has none (a spec v1 cache, another data set)."""
+    ids = reference.extra_caption_ids.get(HELD_OUT_PHRASINGS)
+    if ids is None or ids.shape[1] == 0:
+        return []
+    raw = np.random.Generator(np.random.PCG64([seed, 2])).bit_generator.random_raw(len(reference))[rows]
+    picks = (raw % np.uint64(ids.shape[1])).astype(np.int64)
+    return [reference.captions[int(ids[r, k])] for r, k in zip(rows, picks)]
 
 
 def _check_reference(reference: CaptionedImages) -> None:
