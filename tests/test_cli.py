@@ -26,19 +26,35 @@ def final_weights(run_dir):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("cli") / "run"
-    proc = run_cli("run", *TINY_FLAGS, "--steps", "4", "--checkpoint-every", "2", "--out", str(run), "--quiet")
+    proc = run_cli("run", *TINY_FLAGS, "--steps", "4", "--checkpoint-every", "2", "--out", str(run), "--quiet",
+                   "--set", 'eval.metrics=["diversity"]', "--set", "eval.options.diversity.n_captions=4")
     assert proc.returncode == 0, proc.stderr
     return run, proc
 
 
-def test_run_ends_with_run_folder_and_sample_grid(trained_run):
+def test_run_ends_with_evaluation_health_run_folder_and_sample_grid(trained_run):
     run, proc = trained_run
     lines = proc.stdout.strip().splitlines()
-    assert lines[0] == f"run folder: {run}"
-    assert lines[1] == f"sample grid: {run / 'samples' / 'step_00000004.png'}"
+    assert lines[0] == "evaluation at step 4 (protocol in eval.json):"
+    assert lines[1].startswith("| metric | value |") and "| diversity/collapse_score | " in proc.stdout
+    at = lines.index(f"run folder: {run}")
+    assert lines[at - 1] in ("health: no problems detected", ) or lines[at - 1].startswith("health: 1 verdict")
+    assert lines[at + 1] == f"sample grid: {run / 'samples' / 'step_00000004.png'}"
     grid = Image.open(run / "samples" / "step_00000004.png")
     assert grid.width >= 8 * 64  # 8 noise columns, 32-px samples shown at >= 64 px
     assert "step 4/4" in proc.stderr  # --quiet: log lines, no progress bar
+
+
+def test_health_line_names_each_verdict(tmp_path):
+    from t2i.cli.app import health_line
+
+    path = tmp_path / "health.json"
+    assert health_line(path) == "health: not recorded"
+    path.write_text("[]")
+    assert health_line(path) == "health: no problems detected"
+    path.write_text('[{"code": "d_wins", "severity": "warning", "cleared_at": null},'
+                    ' {"code": "mode_collapse", "severity": "error", "cleared_at": 300}]')
+    assert health_line(path) == "health: 2 verdicts: d_wins (warning), mode_collapse (error, cleared) (see summary.md)"
 
 
 def test_saved_config_reproduces_the_run(trained_run, tmp_path):

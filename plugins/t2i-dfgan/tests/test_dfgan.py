@@ -238,8 +238,11 @@ def test_truncation_applies_when_sampling_only():
         sampled = g.eval()(z, text)
         assert torch.allclose(sampled, g.train()(truncate_noise(z, 0.88), text), atol=1e-6)
         assert not torch.allclose(train, sampled)
+        assert type(g).supports_truncation  # t2i sample --truncation PSI reaches it
+        assert torch.allclose(g.eval()(z, text, truncation=0.5), g.train()(truncate_noise(z, 0.5), text), atol=1e-6)
         g.cfg.truncation = False
         assert torch.allclose(g.eval()(z, text), train, atol=1e-6)
+        assert torch.allclose(g.eval()(z, text, truncation=0.5), g.train()(truncate_noise(z, 0.5), text), atol=1e-6)
 
 
 # -- options ---------------------------------------------------------------------------------------------

@@ -74,7 +74,11 @@ class TextEncoder(nn.Module, TrainingHooks, abc.ABC):
     cache_embeddings: ClassVar[bool] = False  # frozen and slow (a transformer): keep embeddings on disk
 
     def fit(self, captions: Sequence[str]) -> None:
-        """Learn whatever the encoder learns from the training captions before training (a vocabulary)."""
+        """Learn whatever the encoder learns from the training captions before training (a vocabulary).
+
+        An encoder that also wants to know which captions describe the same image declares a second
+        parameter, ``caption_ids``: the engine then passes the training split's ``(N, K)`` ids into
+        ``captions`` (``-1`` padding), as ``bow``'s consistency weighting does."""
 
     @abc.abstractmethod
     def tokenize(self, captions: Sequence[str]) -> Tensor:
@@ -108,10 +112,17 @@ class Generator(nn.Module, TrainingHooks, abc.ABC):
     declared as class attributes and checked before the first step: :attr:`resolutions`, and
     :attr:`progressive` (a progressively grown generator needs a progressive discriminator). A progressive
     generator still returns images at the full resolution (its current output upsampled).
+
+    :attr:`supports_truncation`: the generator implements a truncation trick for sampling. It then accepts
+    ``forward(z, text, truncation=psi)``: ``psi`` a float in ``(0, 1]`` (smaller: closer to the typical
+    image, less varied; what exactly it scales is the generator's to document), ``None`` its default.
+    ``t2i sample --truncation PSI`` passes it in eval mode only, and refuses it for a generator that does
+    not declare it. A ``ValueError`` from the generator about ``psi`` becomes a one-line usage error.
     """
 
     resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
     progressive: ClassVar[bool] = False
+    supports_truncation: ClassVar[bool] = False
     z_dim: int
     resolution: int
     text_dim: int

@@ -198,6 +198,7 @@ class DFGANGenerator(Generator):
     """DF-GAN's generator: ``Linear(z)`` to 4x4, up blocks with deep fusion of ``[z; sentence]``, to RGB."""
 
     resolutions = (32, 64, 128, 256)
+    supports_truncation = True  # t2i sample --truncation PSI: this call's trunc_rate
 
     def __init__(
         self, cfg: DFGANGeneratorConfig | None = None, *, resolution: int = 256, text_dim: int = 256
@@ -213,9 +214,10 @@ class DFGANGenerator(Generator):
         self.blocks = nn.ModuleList(GBlock(cond_dim, i, o) for i, o in zip(widths[:-1], widths[1:]))
         self.to_rgb = nn.Conv2d(widths[-1], 3, 3, 1, 1)
 
-    def forward(self, z: Tensor, text: Tensor) -> Tensor:
-        if self.cfg.truncation and not self.training:
-            z = truncate_noise(z, self.cfg.trunc_rate)
+    def forward(self, z: Tensor, text: Tensor, truncation: float | None = None) -> Tensor:
+        """``truncation``: a trunc_rate for this call (eval mode; ``None``: the config's, when it is on)."""
+        if not self.training and (truncation is not None or self.cfg.truncation):
+            z = truncate_noise(z, self.cfg.trunc_rate if truncation is None else truncation)
         x = self.fc(z).view(z.shape[0], -1, 4, 4)
         c = torch.cat([z, text], dim=1)
         for block in self.blocks:

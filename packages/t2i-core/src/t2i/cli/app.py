@@ -1,8 +1,10 @@
-"""The core's commands: run, sample, plugins, list, describe. Each parses, validates and calls a library
-function (:mod:`t2i.runs`, :mod:`t2i.plugins`)."""
+"""The core's commands: run, sample, export, push, eval, plugins, list, describe. Each parses, validates and
+calls a library function (:mod:`t2i.runs`, :mod:`t2i.hub`, :mod:`t2i.plugins`); sample, export and push live in
+:mod:`.sample` and :mod:`.share`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..config_tree import set_path, slug
+from ..config_tree import set_path
 from ..errors import UsageError
 from ..options import parse_assignments
 from ..plugins import without_entry_point
@@ -20,6 +22,8 @@ from ..plugins import registry
 from ..registry import KINDS
 from . import tables
 from .flags import PANELS, given_config_values, with_config_flags
+from .sample import sample_cmd
+from .share import export_cmd, push_cmd
 from .tables import keep_whole, print_table
 
 app = typer.Typer(
@@ -156,6 +160,7 @@ def run(
         from ..metrics.keys import evaluation_table
 
         print(f"evaluation at step {result.step} (protocol in eval.json):", *evaluation_table(result.evaluation), sep="\n")
+    print(health_line(result.run_dir / "health.json"))
     print(f"run folder: {result.run_dir}")
     if result.samples is not None:
         print(f"sample grid: {result.samples}")
@@ -181,31 +186,25 @@ def _arguments_again(ctx: typer.Context, skip: set[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------
-@app.command()
-def sample(
-    source: Annotated[Path, typer.Argument(help="a run folder (its latest checkpoint) or a checkpoints/step_* folder")],
-    captions: Annotated[list[str], typer.Argument(help="one or more captions")],
-    n: Annotated[int, typer.Option("-n", help="images per caption")] = 16,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="PNG to write (default: <run>/samples/sample-<caption>.png)")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
-    no_ema: Annotated[bool, typer.Option("--no-ema", help="use the raw generator weights, not their EMA")] = False,
-    device: Annotated[str, typer.Option("--device")] = "auto",
-) -> None:
-    """Generate images for captions from a trained run and save them as one grid."""
-    from ..engine.grid import save_png
-    from ..runs import Sampler
-
-    sampler = Sampler.load(source, device=device, ema=not no_ema)
-    grid = sampler.grid(list(captions), n=n, seed=seed)
-    if output is None:
-        run_dir = sampler.checkpoint.parent.parent
-        output = run_dir / "samples" / f"sample-{slug(captions[0], limit=48, fallback='sample')}.png"
-    elif output.suffix.lower() != ".png":
-        raise UsageError(f"-o {output}: the grid is written as PNG; use a .png file name")
-    print(save_png(grid, output))
+app.command("sample")(sample_cmd)  # cli/sample.py: a grid, a folder of images with captions.jsonl, a GIF
+app.command("export")(export_cmd)  # cli/share.py: a self-contained model folder with a model card
+app.command("push")(push_cmd)  # cli/share.py: that folder on the Hugging Face Hub
 
 
 # ------------------------------------------------------------------------------------------------------
+def health_line(path: Path) -> str:
+    """``health: no problems detected`` or ``health: 2 verdicts: d_wins (warning), ...`` from a run's health.json."""
+    try:
+        verdicts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "health: not recorded"
+    if not verdicts:
+        return "health: no problems detected"
+    names = ", ".join(f"{v.get('code', '?')} ({v.get('severity', '?')}"
+                      f"{', cleared' if v.get('cleared_at') is not None else ''})" for v in verdicts)
+    return f"health: {len(verdicts)} verdict{'s' * (len(verdicts) != 1)}: {names} (see summary.md)"
+
+
 @app.command("eval")
 def eval_cmd(
     source: Annotated[Optional[Path], typer.Argument(help="a run folder (its latest checkpoint), a checkpoints/step_* folder, or a folder of images")] = None,

@@ -28,7 +28,7 @@ from ..interfaces import (
 )
 from ..options import build_config, config_to_dict
 from ..plugins import registry
-from ..text.head import HEAD_OPTIONS, HeadedTextEncoder, TextHeadConfig
+from ..text.head import HEAD_OPTIONS, HeadedTextEncoder, TextHeadConfig, fit_encoder
 
 __all__ = [
     "Components", "Losses", "build_components", "build_dataset", "build_text_encoder", "build_generator",
@@ -204,7 +204,7 @@ def build_components(cfg: ExperimentConfig) -> Components:
     train_split = load_split(dataset, d.train_split, batch_augment.load_resolution)
     train_split = augment_captions(train_split, variants=d.caption_variants, word_dropout=d.word_dropout,
                                    word_shuffle=d.word_shuffle, seed=cfg.train.seed)
-    encoder.fit(train_split.captions)
+    fit_encoder(encoder, train_split.captions, train_split.caption_ids)
     # 3. the networks, sized by the encoder, and the losses
     gen, gen_opts = build_generator(cfg, encoder.dim)
     disc, disc_opts = build_discriminator(cfg, encoder.dim)

@@ -5,6 +5,11 @@ a second Ctrl-C stops at once without saving. With several processes, a signal t
 limit reached on any rank's clock stops all of them after the same step (one tiny all-reduce on the CPU
 per step). The training time so far (``elapsed``) is checkpointed, so ``train.minutes`` counts the time
 of every session of a resumed run.
+
+Code outside the engine can stop a run too: each of :attr:`Stopping.checks` (a callable returning a reason,
+or ``None`` to go on) is asked after every step, and a reason stops the run as a signal does (the current
+step finishes, the run saves and ends ``interrupted``); ``stopped_by`` keeps the reason. ``t2i study``'s
+search uses this to prune a trial the moment it is diagnosed (:mod:`t2i.study.pruning`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import distributed
 
@@ -28,6 +33,8 @@ class Stopping:
         self.total_steps, self.minutes, self.world_size = total_steps, minutes, world_size
         self.elapsed = 0.0  # training seconds, over every session of a resumed run
         self.signal: str | None = None  # the name of the signal that asked the run to stop
+        self.checks: list[Callable[[], str | None]] = []  # asked after each step; a reason stops the run
+        self.stopped_by: str | None = None  # the reason of the check that stopped it
         self._time_up = False
         self._session_start = (0.0, 0.0)  # (elapsed, clock) when this session's loop began
 
@@ -47,6 +54,11 @@ class Stopping:
         start_elapsed, clock = self._session_start
         self.elapsed = start_elapsed + time.perf_counter() - clock
         time_up = self._over_time()
+        for check in self.checks if self.signal is None else ():
+            reason = check()
+            if reason:
+                self.signal, self.stopped_by = "a stop check", reason
+                break
         if self.world_size > 1:
             time_up, signalled = distributed.any_rank([time_up, self.signal is not None])
             if signalled and self.signal is None:

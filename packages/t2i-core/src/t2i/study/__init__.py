@@ -6,7 +6,9 @@ points and seeds), each an ordinary run folder, resumable, summarised in report.
     outcome = run_study(spec, "studies/seed-log")      # writes studies/seed-log/report.md at the end
 
 The file format is documented in :mod:`t2i.study.spec`; the folder layout and resuming in
-:mod:`t2i.study.runner`; the report in :mod:`t2i.study.report`.
+:mod:`t2i.study.runner`; the report in :mod:`t2i.study.report`. A study with ``[search]`` is an Optuna
+search pruned by the health monitor: :mod:`t2i.study.search` (format), :mod:`t2i.study.optimize` (running),
+:mod:`t2i.study.pruning` (stopping a trial), :mod:`t2i.study.search_report`.
 """
 
 from .report import write_report

@@ -14,7 +14,7 @@ from ..fileio import write_text
 
 __all__ = ["KEPT", "trial_state", "write_json"]
 
-KEPT = ("finished", "diverged")  # statuses a re-run keeps; others run (again)
+KEPT = ("finished", "diverged", "pruned")  # statuses a re-run keeps; others run (again)
 
 
 def trial_state(run_dir: Path) -> dict[str, Any] | None:

@@ -286,8 +286,10 @@ def write_csv(data: StudyData, keys: list[str], diffs: dict[str, dict[str, Any]]
     return write_bytes(path, text.getvalue().encode())
 
 
-def write_report(folder: str | Path) -> Path:
-    """Write ``report.md``, ``results.csv`` and ``plots/`` for the study in ``folder``; return report.md."""
+def write_report(folder: str | Path, storage: str | None = None) -> Path:
+    """Write ``report.md``, ``results.csv`` and ``plots/`` for the study in ``folder``; return report.md.
+    A search study's report starts with its search (:mod:`t2i.study.search_report`; ``storage``: the
+    database URL, when it is not the folder's own search.db and needs a password)."""
     from .. import __version__
 
     data = load_folder(folder)
@@ -311,6 +313,10 @@ def write_report(folder: str | Path) -> Path:
     ]
     if plan.get("overrides"):
         lines += ["Overrides given on the command line: " + ", ".join(f"`{k}={_text(v)}`" for k, v in plan["overrides"].items()), ""]
+    if plan.get("search"):
+        from .search_report import search_lines
+
+        lines += search_lines(data.folder, storage)
 
     lines += ["## Trials", "", "Settings: where each trial differs from the study's base (– : it is the base). Each "
               "run's full config is in `configs/<run>.toml`; `t2i run --config` reproduces it.", "",

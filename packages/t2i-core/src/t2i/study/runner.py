@@ -55,13 +55,28 @@ class StudyOutcome:
     report: Path | None
 
 
-def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = True) -> dict[str, Any]:
+def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = True, prune_on_health: bool = False,
+              stop_file: str | Path | None = None) -> dict[str, Any]:
     """Train one planned run (resuming from its checkpoint if it has one) and write its ``trial.json``.
 
     Never raises for a failing run: an exception becomes ``status = "crashed"`` with its message (the
-    traceback goes to ``error.txt``). Returns the trial record."""
+    traceback goes to ``error.txt``). Returns the trial record.
+
+    A search's trial may be stopped early (:mod:`t2i.study.pruning`): with ``prune_on_health`` at its first
+    error-level health verdict, and when ``stop_file`` appears; it then saves, stops and is recorded
+    ``status = "pruned"`` with the reason as its message and ``pruned`` saying by what."""
     from ..engine import distributed
     from ..runs import configure, resume_config, train
+    from .pruning import HealthCheck, StopFile
+
+    checks: list[HealthCheck | StopFile] = []
+
+    def install_checks(trainer: Any, ctx: Any) -> None:
+        if prune_on_health:
+            checks.append(HealthCheck(trainer.health))
+        if stop_file is not None:
+            checks.append(StopFile(stop_file))
+        trainer.stopping.checks.extend(checks)
 
     config_path, run_dir = Path(config_path), Path(run_dir)
     started = time.time()
@@ -80,7 +95,8 @@ def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = Tru
             cfg = configure(None, raw)
             if run_dir.exists() and rank == 0:  # started but never checkpointed: start again
                 shutil.rmtree(run_dir)  # the other ranks wait for rank 0 when the process group forms
-        result = train(cfg, run_dir, resume=ckpt is not None, quiet=quiet)
+        watched = prune_on_health or stop_file is not None
+        result = train(cfg, run_dir, resume=ckpt is not None, quiet=quiet, on_start=install_checks if watched else None)
         record = {
             "status": result.status,
             "message": result.message,
@@ -91,6 +107,9 @@ def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = Tru
             "samples": str(Path(result.samples).relative_to(run_dir)) if result.samples else None,
             "checkpoint": str(Path(result.checkpoint).relative_to(run_dir)) if result.checkpoint else None,
         }
+        why = next((c.describe() for c in checks if c.describe() is not None), None)
+        if result.status == "interrupted" and why is not None:  # a check stopped it, not a signal
+            record.update(status="pruned", message=why.get("message") or _reason(why), pruned={**why, "step": result.step})
     except KeyboardInterrupt:
         record = {"status": "interrupted", "message": "stopped by a second Ctrl-C, without saving"}
     except Exception as exc:  # a crashing trial is recorded; the study goes on
@@ -105,6 +124,13 @@ def run_trial(config_path: str | Path, run_dir: str | Path, *, quiet: bool = Tru
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "trial.json", record)
     return record
+
+
+def _reason(why: dict[str, Any]) -> str:
+    from ..engine.health import Verdict
+    from .pruning import verdict_reason
+
+    return verdict_reason(Verdict.from_dict(why["verdict"]))
 
 
 GPU_DEVICES = ("auto", "cuda")  # a run's train.device that lets the study choose its GPU
@@ -125,10 +151,10 @@ def gpu_slots(jobs: int, nproc: int = 1) -> list[str] | None:
 
 
 def _run_in_worker(config_path: Path, run_dir: Path, threads: int | None, nproc: int = 1,
-                   gpus: str | None = None) -> dict[str, Any]:
+                   gpus: str | None = None, options: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Run one trial in ``python -m t2i.study.worker`` (under ``torchrun --standalone`` with ``nproc`` > 1:
-    a distributed job of its own), on the GPUs ``gpus`` (``CUDA_VISIBLE_DEVICES``) when given; its output
-    goes to ``runs/<run>.log``."""
+    a distributed job of its own), on the GPUs ``gpus`` (``CUDA_VISIBLE_DEVICES``) when given, with the
+    worker's ``options`` (``--prune-on-health``, ``--stop-file PATH``); its output goes to ``runs/<run>.log``."""
     env = dict(os.environ)
     if threads and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -139,7 +165,7 @@ def _run_in_worker(config_path: Path, run_dir: Path, threads: int | None, nproc:
     log = run_dir.parent / f"{run_dir.name}.log"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
     with open(log, "w") as out:
-        proc = subprocess.run([*launcher, "-m", "t2i.study.worker", str(config_path), str(run_dir)],
+        proc = subprocess.run([*launcher, "-m", "t2i.study.worker", str(config_path), str(run_dir), *options],
                               stdout=out, stderr=subprocess.STDOUT, env=env)
     state = trial_state(run_dir)
     if state is None:  # the worker died before it could record anything (killed, out of memory)
@@ -201,11 +227,21 @@ def run_study(
     overrides: dict[str, Any] | None = None,
     report: bool = True,
     log: Callable[[str], None] | None = None,
+    worker: bool = False,
+    storage: str | None = None,
 ) -> StudyOutcome:
     """Run (or continue) every planned run of ``spec`` in ``folder``, then write the report.
 
     ``jobs``: runs at a time, each in its own process; ``nproc`` > 1: each run is a distributed job of
-    ``nproc`` processes (torchrun, as ``t2i run --nproc``)."""
+    ``nproc`` processes (torchrun, as ``t2i run --nproc``). A study with ``[search]`` runs its search
+    (:func:`t2i.study.optimize.run_search`; ``worker`` and ``storage`` are for it)."""
+    if spec.search is not None:
+        from .optimize import run_search
+
+        return run_search(spec, folder, jobs=jobs, nproc=nproc, quiet=quiet, overrides=overrides, report=report,
+                          log=log, worker=worker, storage=storage)
+    if worker or storage:
+        raise UsageError("--worker and --storage are for a study with a [search] section")
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
     if nproc < 1:

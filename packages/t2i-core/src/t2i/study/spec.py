@@ -30,6 +30,12 @@ A study is data (TOML). Every key below is optional except that something must v
     config = "../configs/seed-model2a.toml"
     "train.lr_d" = 4e-4
 
+    [search]                                 # instead of grid/ofat/variants: an adaptive search (Optuna)
+    n_trials = 20                            # see t2i.study.search
+    objective = "shapes_accuracy/mean"
+    [search.space]
+    "train.lr_g" = { low = 1e-5, high = 1e-3, log = true }
+
 Keys are dotted config paths, quoted (``"train.lr_d"``) or as TOML dotted keys (``train.lr_d``); any
 config key can vary, component names and their options (``"generator.name"``,
 ``"discriminator.options.spectral_norm"``) and loss terms (``"loss.terms.r1"``) included.
@@ -62,11 +68,12 @@ from ..errors import ConfigError, UsageError
 from ..interfaces import loss_role
 from ..plugins import registry
 
-__all__ = ["StudySpec", "Trial", "PlannedRun", "load_study", "parse_study", "flatten", "overlay", "BUDGET_KEYS"]
+__all__ = ["StudySpec", "Trial", "PlannedRun", "load_study", "parse_study", "plan_trial", "flatten", "overlay",
+           "BUDGET_KEYS"]
 
 BUDGET_KEYS = ("steps", "epochs", "minutes")
 _TOP_KEYS = ("name", "description", "base", "seeds", "metrics", "lower_is_better", "budget", "override", "grid",
-             "ofat", "variants")
+             "ofat", "variants", "search")
 _VARIANT_KEYS = ("name", "config", "description")
 
 
@@ -102,6 +109,11 @@ class StudySpec:
     trials: list[Trial]
     runs: list[PlannedRun] = field(default_factory=list)
     axes: list[str] = field(default_factory=list)  # the dotted keys the study varies (grid, ofat, variants)
+    search: Any = None  # a t2i.study.search.SearchSpec: trials are planned as the search picks them
+    base: dict[str, Any] = field(default_factory=dict)  # the base config tree
+    override: dict[str, Any] = field(default_factory=dict)  # [override], dotted
+    metrics: list[str] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set, dotted
 
 
 def _fail(where: str, message: str) -> UsageError:
@@ -158,6 +170,10 @@ def parse_study(data: Mapping[str, Any], root: Path, *, name: str = "study", pat
     ofat = _axes(data.get("ofat", {}), where, "ofat")
     variants = _variants(data.get("variants", []), root, where)
 
+    if "search" in data:
+        return _search_study(data, base, seeds, budget, metrics, list(lower), override, grid or ofat or variants,
+                             where, name, path, dict(overrides or {}))
+
     axes = list(dict.fromkeys([*grid, *ofat, *(k for _, _, _, keys in variants for k in keys)]))
     clash = sorted(set(override) & set(axes))
     if clash:
@@ -167,9 +183,53 @@ def parse_study(data: Mapping[str, Any], root: Path, *, name: str = "study", pat
 
     trials = _trials(base, variants, grid, ofat, override, where)
     spec = StudySpec(str(data.get("name", name)), str(data.get("description", "")), path, list(seeds), budget,
-                     list(lower), trials, axes=axes)
+                     list(lower), trials, axes=axes, base=base, override=override, metrics=metrics,
+                     overrides=dict(overrides or {}))
     spec.runs = _plan_runs(spec, metrics, dict(overrides or {}))
     return spec
+
+
+def _search_study(data: Mapping[str, Any], base: dict[str, Any], seeds: list[int], budget: dict[str, float],
+                  metrics: list[str] | None, lower: list[str], override: dict[str, Any], fixed: Any, where: str,
+                  name: str, path: Path | None, overrides: dict[str, Any]) -> StudySpec:
+    """A study with ``[search]``: no trials planned yet; the space is checked at every choice and range end."""
+    from ..metrics.keys import producer
+    from .report import goal
+    from .search import parse_search
+
+    if fixed:
+        raise _fail(where, "[search] does not mix with [grid], [ofat] or [[variants]]; a search picks its own trials")
+    search = parse_search(data["search"], where, lambda key: goal(key, lower))
+    clash = sorted(set(override) & {k for p in search.space for k in (p.key, *_under(p.key, override))})
+    if clash:
+        raise _fail(where, f"override sets '{clash[0]}', which the search varies; drop it from override")
+    spec = StudySpec(str(data.get("name", name)), str(data.get("description", "")), path, list(seeds), budget,
+                     lower, [], axes=search.keys, search=search, base=base, override=override, metrics=metrics,
+                     overrides=overrides)
+    for point in search.corner_points():
+        label = ", ".join(f"{k}={value_text(v)}" for k, v in point.items())
+        runs = plan_trial(spec, Trial(label, "check", search.changes(point), search.tree(point)), seeds=seeds[:1])
+        cfg = runs[0].config
+        for key in search.objective.weights:
+            metric = producer(key, registry("metrics").names())
+            if metric is None:
+                raise _fail(where, f"[search] objective '{key}': no installed metric logs it; installed: "
+                                   f"{', '.join(registry('metrics').names())}")
+            if metric not in cfg.eval.metrics:
+                raise _fail(where, f"[search] objective '{key}' needs metric '{metric}', which the trials do not "
+                                   f"compute (eval.metrics = {cfg.eval.metrics}); add it to metrics = [...]")
+    return spec
+
+
+def _under(key: str, table: Mapping[str, Any]) -> list[str]:
+    return [k for k in table if k.startswith(f"{key}.")]
+
+
+def plan_trial(spec: StudySpec, trial: Trial, *, seeds: list[int] | None = None) -> list[PlannedRun]:
+    """The runs of one search trial (``trial.raw``: the layer the search picked), one per seed, validated."""
+    raw = overlay(overlay(spec.base, trial.raw), unflatten(spec.override))
+    trial = Trial(trial.label, trial.slug, trial.changes, raw)
+    return [_plan_run(spec, trial, seed, spec.metrics, spec.overrides) for seed in (seeds or spec.seeds)]
 
 
 def _base_tree(base: Any, root: Path, where: str) -> dict[str, Any]:
@@ -288,20 +348,21 @@ _MISSING = object()
 
 
 def _plan_runs(spec: StudySpec, metrics: list[str] | None, overrides: dict[str, Any]) -> list[PlannedRun]:
-    runs = []
-    for trial in spec.trials:
-        for seed in spec.seeds:
-            raw = copy.deepcopy(trial.raw)
-            if metrics is not None:
-                set_path(raw, "eval.metrics", list(metrics))
-            set_path(raw, "train.seed", seed)
-            for key in BUDGET_KEYS:  # the budget is the only stop condition
-                if spec.budget:
-                    set_path(raw, f"train.{key}", spec.budget.get(key))
-            raw = overlay(raw, unflatten(overrides))
-            label = f"trial '{trial.label}' (seed {seed})"
-            runs.append(PlannedRun(trial, seed, f"{trial.slug}-seed{seed}", raw, validate(raw, label)))
-    return runs
+    return [_plan_run(spec, trial, seed, metrics, overrides) for trial in spec.trials for seed in spec.seeds]
+
+
+def _plan_run(spec: StudySpec, trial: Trial, seed: int, metrics: list[str] | None,
+              overrides: dict[str, Any]) -> PlannedRun:
+    raw = copy.deepcopy(trial.raw)
+    if metrics is not None:
+        set_path(raw, "eval.metrics", list(metrics))
+    set_path(raw, "train.seed", seed)
+    for key in BUDGET_KEYS:  # the budget is the only stop condition
+        if spec.budget:
+            set_path(raw, f"train.{key}", spec.budget.get(key))
+    raw = overlay(raw, unflatten(overrides))
+    label = f"trial '{trial.label}' (seed {seed})"
+    return PlannedRun(trial, seed, f"{trial.slug}-seed{seed}", raw, validate(raw, label))
 
 
 def validate(raw: Mapping[str, Any], label: str) -> ExperimentConfig:

@@ -16,6 +16,7 @@ Dropout is active in training mode only: call ``.eval()`` for inference.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from ..interfaces import TextEncoder
 
-__all__ = ["HEAD_OPTIONS", "TextHeadConfig", "HeadedTextEncoder", "text_head"]
+__all__ = ["HEAD_OPTIONS", "TextHeadConfig", "HeadedTextEncoder", "text_head", "fit_encoder"]
 
 HEAD_OPTIONS = ("head", "head_dim", "head_dropout")
 
@@ -40,6 +41,15 @@ class TextHeadConfig:
             raise ValueError(f"head_dim must be >= 0, got {self.head_dim}")
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+
+
+def fit_encoder(encoder: TextEncoder, captions: Sequence[str], caption_ids: Tensor | None) -> None:
+    """``encoder.fit(captions)``, with ``caption_ids`` too when its ``fit`` takes them (see
+    :meth:`t2i.interfaces.TextEncoder.fit`); encoders written for the one-argument ``fit`` keep working."""
+    if caption_ids is not None and "caption_ids" in inspect.signature(encoder.fit).parameters:
+        encoder.fit(captions, caption_ids=caption_ids)
+    else:
+        encoder.fit(captions)
 
 
 def text_head(kind: str, in_dim: int, out_dim: int, dropout: float) -> nn.Module:
@@ -63,8 +73,8 @@ class HeadedTextEncoder(TextEncoder):
         self.dim = cfg.head_dim or encoder.dim
         self.head = text_head(cfg.head, encoder.dim, self.dim, cfg.head_dropout)
 
-    def fit(self, captions: Sequence[str]) -> None:
-        self.base.fit(captions)
+    def fit(self, captions: Sequence[str], caption_ids: Tensor | None = None) -> None:
+        fit_encoder(self.base, captions, caption_ids)
 
     def tokenize(self, captions: Sequence[str]) -> Tensor:
         tokens = self.base.tokenize(captions)
