@@ -38,7 +38,7 @@ def test_a_run_writes_its_folder(tmp_path):
     assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000003", "step_00000006"]
     summary = (run / "summary.md").read_text()
     assert "finished" in summary and "samples/step_00000006.png" in summary and "matching_aware" in summary
-    assert re.search(r"- peak memory: \d+\.\d\d GiB \(peak RSS", summary) and "precision fp32," in summary
+    assert re.search(r"- peak memory: \d+\.\d\d GiB \(peak RSS", summary) and "precision fp32)" in summary
     saved = t2i.config.load_toml(run / "config.toml")
     assert saved["generator"]["options"]["ngf"] == 8 and "conditioning" in saved["generator"]["options"]
 
