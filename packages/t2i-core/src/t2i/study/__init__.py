@@ -11,9 +11,40 @@ search pruned by the health monitor: :mod:`t2i.study.search` (format), :mod:`t2i
 :mod:`t2i.study.pruning` (stopping a trial), :mod:`t2i.study.search_report`.
 """
 
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UsageError
+from .optimize import run_search
 from .report import write_report
-from .runner import StudyOutcome, run_study, run_trial
+from .runner import StudyOutcome, run_planned, run_trial
 from .spec import PlannedRun, StudySpec, Trial, load_study, parse_study
 
 __all__ = ["load_study", "parse_study", "run_study", "run_trial", "write_report", "StudySpec", "Trial", "PlannedRun",
            "StudyOutcome"]
+
+
+def run_study(
+    spec: StudySpec,
+    folder: str | Path,
+    *,
+    jobs: int = 1,
+    nproc: int = 1,
+    quiet: bool = True,
+    overrides: dict[str, Any] | None = None,
+    report: bool = True,
+    log: Callable[[str], None] | None = None,
+    worker: bool = False,
+    storage: str | None = None,
+) -> StudyOutcome:
+    """Run (or continue) the study ``spec`` in ``folder``, then write the report: its planned runs
+    (:func:`t2i.study.runner.run_planned`), or, for a study with ``[search]``, its search
+    (:func:`t2i.study.optimize.run_search`; ``worker`` joins a search that another process started,
+    ``storage`` is its database URL). ``jobs``: runs at a time, each in its own process; ``nproc`` > 1: each
+    run is a distributed job of ``nproc`` processes."""
+    if spec.search is not None:
+        return run_search(spec, folder, jobs=jobs, nproc=nproc, quiet=quiet, overrides=overrides, report=report,
+                          log=log, worker=worker, storage=storage)
+    if worker or storage:
+        raise UsageError("--worker and --storage are for a study with a [search] section")
+    return run_planned(spec, folder, jobs=jobs, nproc=nproc, quiet=quiet, overrides=overrides, report=report, log=log)

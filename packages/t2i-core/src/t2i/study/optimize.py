@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 import uuid
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +42,7 @@ from ..config import save_toml
 from ..engine.health import read_health
 from ..errors import UsageError
 from ..fileio import write_text
+from .optuna_backend import GRACE_S, HEARTBEAT_S, masked_url, open_storage, optuna_module
 from .pruning import error_verdict, verdict_reason
 from .records import KEPT, trial_state, write_json
 from .runner import GPU_DEVICES, StudyOutcome, _run_in_worker, gpu_slots, run_trial
@@ -51,8 +51,6 @@ from .spec import PlannedRun, StudySpec, Trial, plan_trial
 
 __all__ = ["run_search", "open_search", "storage_url", "sync_plan", "HEARTBEAT_S", "GRACE_S"]
 
-HEARTBEAT_S = 60  # a running trial's process records a heartbeat this often ...
-GRACE_S = 300  # ... and is taken for dead when it has not for this long
 RETRIED = (None, "interrupted", "killed")  # a failed trial with this status is run again
 _LIVE: set[str] = set()  # owners (one per run_search call) alive in this process
 
@@ -63,40 +61,8 @@ def storage_url(spec: StudySpec, folder: Path, storage: str | None = None) -> st
     return url or f"sqlite:///{(folder / 'search.db').resolve()}"
 
 
-def _optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:  # pragma: no cover - a dependency of t2i-core
-        raise UsageError("a [search] study needs Optuna: pip install optuna") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-def _storage(url: str, *, heartbeat: bool = True) -> Any:
-    optuna = _optuna()
-    kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
-    if heartbeat:
-        kwargs.update(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    try:
-        return optuna.storages.RDBStorage(url, **kwargs)
-    except Exception as exc:  # a bad URL, an unreachable server, a missing driver
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot open the search storage {_masked(url)}: {first}") from None
-
-
-def _masked(url: str) -> str:
-    """A database URL without its password."""
-    head, sep, tail = url.partition("://")
-    if "@" in tail and ":" in tail.split("@", 1)[0]:
-        user = tail.split("@", 1)[0].split(":", 1)[0]
-        return f"{head}{sep}{user}:***@{tail.split('@', 1)[1]}"
-    return url
-
-
 def _sampler(search: SearchSpec, worker: bool) -> Any:
-    optuna = _optuna()
+    optuna = optuna_module()
     options = dict(search.sampler_options)
     if worker and isinstance(options.get("seed"), int):  # workers with one seed would propose the same points
         options["seed"] += os.getpid()
@@ -117,7 +83,7 @@ def _sampler(search: SearchSpec, worker: bool) -> Any:
 
 
 def _pruner(search: SearchSpec) -> Any:
-    optuna = _optuna()
+    optuna = optuna_module()
     try:
         if search.pruner == "median":
             return optuna.pruners.MedianPruner(**search.pruner_options)
@@ -129,7 +95,7 @@ def _pruner(search: SearchSpec) -> Any:
 
 
 def _distributions(search: SearchSpec) -> dict[str, Any]:
-    dist = _optuna().distributions
+    dist = optuna_module().distributions
     out: dict[str, Any] = {}
     for p in search.space:
         if p.kind == "choice":
@@ -145,10 +111,10 @@ def open_search(spec: StudySpec, folder: Path, storage: str | None = None, *, wo
                 heartbeat: bool = True) -> Any:
     """The Optuna study of ``spec`` in its storage (created on first use); refuses a stored search whose
     space or objective differ from the file's."""
-    optuna = _optuna()
+    optuna = optuna_module()
     url = storage_url(spec, folder, storage)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(storage=_storage(url, heartbeat=heartbeat), study_name=spec.name,
+    study = optuna.create_study(storage=open_storage(url, heartbeat=heartbeat), study_name=spec.name,
                                 direction=spec.search.objective.direction, sampler=_sampler(spec.search, worker),
                                 pruner=_pruner(spec.search), load_if_exists=True)
     fingerprint = spec.search.fingerprint()
@@ -156,13 +122,13 @@ def open_search(spec: StudySpec, folder: Path, storage: str | None = None, *, wo
     if stored is None:
         study.set_user_attr("t2i_search", fingerprint)
     elif stored != fingerprint:
-        raise UsageError(f"the search '{spec.name}' in {_masked(url)} has another space or objective than "
+        raise UsageError(f"the search '{spec.name}' in {masked_url(url)} has another space or objective than "
                          f"{spec.path or 'the study file'}; use another --out (or --storage), or restore the file")
     return study
 
 
 def _state(name: str) -> Any:
-    return getattr(_optuna().trial.TrialState, name)
+    return getattr(optuna_module().trial.TrialState, name)
 
 
 def _alive(pid: Any) -> bool:
@@ -181,7 +147,7 @@ def recover(study: Any, say: Callable[[str], None]) -> None:
     """Fail the running trials whose process is gone (this machine: the process no longer exists, or is this
     one from an earlier call; elsewhere: no heartbeat for :data:`GRACE_S`), then run every trial that was
     interrupted or killed again, once, with its parameters and run folders."""
-    optuna, host = _optuna(), socket.gethostname()
+    optuna, host = optuna_module(), socket.gethostname()
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(_state("RUNNING"),)):
         attrs = t.user_attrs
@@ -346,7 +312,7 @@ def run_search(
         note = "".join(f"# --set {k}={v!r}\n" for k, v in (overrides or {}).items())
         write_text(folder / "study.toml", (f"# run with:\n{note}\n" if note else "") + spec.path.read_text())
     url = storage_url(spec, folder, storage)
-    write_json(folder / "search.json", {"study_name": spec.name, "storage": _masked(url),
+    write_json(folder / "search.json", {"study_name": spec.name, "storage": masked_url(url),
                                         "default_storage": storage is None and search.storage is None,
                                         **search.summary()})
     owner = uuid.uuid4().hex
@@ -357,7 +323,7 @@ def run_search(
             recover(study, say)
         sync_plan(spec, folder, study)
         ended = _ended(study)
-        say(f"search {spec.name}: {ended} of {search.n_trials} trials ended; storage {_masked(url)}")
+        say(f"search {spec.name}: {ended} of {search.n_trials} trials ended; storage {masked_url(url)}")
         if search.pruner != "none" and all(r.config.eval.every == 0 for r in
                                            plan_trial(spec, Trial("check", "check", {}, {}), seeds=spec.seeds[:1])):
             say(f"search {spec.name}: eval.every is 0, so only health verdicts prune (set eval.every for the "

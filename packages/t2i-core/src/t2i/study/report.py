@@ -15,7 +15,6 @@ are never ranked.
 from __future__ import annotations
 
 import csv
-import fnmatch
 import io
 import json
 import math
@@ -29,9 +28,8 @@ from ..config import load_toml
 from ..engine.health import SEVERITIES, Verdict, read_health, read_records
 from ..errors import UsageError
 from ..fileio import write_bytes, write_text
-from ..interfaces import Metric
-from ..metrics.keys import goal as declared_goal, is_ceiling, producer, split_key
-from ..plugins import registry
+from ..metrics.keys import is_ceiling, split_key
+from .goals import goal
 from .records import trial_state
 from .spec import flatten
 
@@ -101,30 +99,6 @@ def load_folder(folder: str | Path) -> StudyData:
                                 read_health(run_dir) if run_dir.exists() else [], read_records(run_dir)))
         trials.append(TrialData(trial["label"], trial["slug"], runs))
     return StudyData(folder, plan, trials)
-
-
-def goal(key: str, lower_is_better: list[str] | tuple[str, ...] = ()) -> str:
-    """``"max"``, ``"min"``, ``"one"`` (closest to 1) or ``"none"`` (descriptive, not ranked) for a metric key:
-    ``"min"`` when it matches a ``lower_is_better`` pattern, else what the installed metric that logged it
-    declares."""
-    if any(fnmatch.fnmatch(key, p) for p in lower_is_better):
-        return "min"
-    metrics = registry("metrics")
-    name = producer(key, metrics.names())
-    return declared_goal(key, _declared(name) if name is not None else None)
-
-
-def _declared(name: str) -> Metric | type[Metric] | None:
-    """Metric ``name``'s class, where it declares its facts; a factory function's metric is built (default
-    options) to read them, and one that cannot be built declares nothing."""
-    factory = registry("metrics").get(name).factory
-    if isinstance(factory, type) and issubclass(factory, Metric):
-        return factory
-    try:
-        metric, _ = registry("metrics").build(name)
-    except UsageError:
-        return None
-    return metric if isinstance(metric, Metric) else None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:

@@ -44,7 +44,7 @@ from ..fileio import write_text
 from .records import KEPT, trial_state, write_json
 from .spec import PlannedRun, StudySpec
 
-__all__ = ["run_study", "run_trial", "trial_state", "gpu_slots", "StudyOutcome", "KEPT"]
+__all__ = ["run_planned", "run_trial", "trial_state", "gpu_slots", "StudyOutcome", "KEPT"]
 
 
 @dataclass
@@ -217,7 +217,7 @@ def prepare(spec: StudySpec, folder: Path, study_text: str | None, overrides: di
     write_json(folder / "plan.json", plan)
 
 
-def run_study(
+def run_planned(
     spec: StudySpec,
     folder: str | Path,
     *,
@@ -227,21 +227,12 @@ def run_study(
     overrides: dict[str, Any] | None = None,
     report: bool = True,
     log: Callable[[str], None] | None = None,
-    worker: bool = False,
-    storage: str | None = None,
 ) -> StudyOutcome:
-    """Run (or continue) every planned run of ``spec`` in ``folder``, then write the report.
-
-    ``jobs``: runs at a time, each in its own process; ``nproc`` > 1: each run is a distributed job of
-    ``nproc`` processes (torchrun, as ``t2i run --nproc``). A study with ``[search]`` runs its search
-    (:func:`t2i.study.optimize.run_search`; ``worker`` and ``storage`` are for it)."""
-    if spec.search is not None:
-        from .optimize import run_search
-
-        return run_search(spec, folder, jobs=jobs, nproc=nproc, quiet=quiet, overrides=overrides, report=report,
-                          log=log, worker=worker, storage=storage)
-    if worker or storage:
-        raise UsageError("--worker and --storage are for a study with a [search] section")
+    """Run (or continue) every planned run of ``spec`` (a study without ``[search]``) in ``folder``, then
+    write the report. ``jobs``: runs at a time, each in its own process; ``nproc`` > 1: each run is a
+    distributed job of ``nproc`` processes (torchrun, as ``t2i run --nproc``). :func:`t2i.study.run_study`
+    calls this or the search (:func:`t2i.study.optimize.run_search`, which runs its trials through this
+    module)."""
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
     if nproc < 1:

@@ -27,15 +27,15 @@ __all__ = ["search_lines", "load_trials"]
 
 def load_trials(folder: Path, storage: str | None = None) -> tuple[dict[str, Any], Any, list[Any]]:
     """``(search.json, the Optuna study, its trials)`` of a search study folder."""
-    from .optimize import _optuna, _storage
+    from .optuna_backend import open_storage, optuna_module
 
     info = json.loads((folder / "search.json").read_text())
     url = storage or (f"sqlite:///{(folder / 'search.db').resolve()}" if info.get("default_storage") else info["storage"])
     if "***" in url:
         raise UsageError(f"the search storage of {folder} needs its password: t2i study report {folder} --storage URL")
-    optuna = _optuna()
+    optuna = optuna_module()
     try:
-        study = optuna.load_study(study_name=info["study_name"], storage=_storage(url, heartbeat=False))
+        study = optuna.load_study(study_name=info["study_name"], storage=open_storage(url, heartbeat=False))
     except KeyError:
         raise UsageError(f"no search '{info['study_name']}' in {url}") from None
     return info, study, study.get_trials(deepcopy=False)

@@ -194,7 +194,7 @@ def _search_study(data: Mapping[str, Any], base: dict[str, Any], seeds: list[int
                   name: str, path: Path | None, overrides: dict[str, Any]) -> StudySpec:
     """A study with ``[search]``: no trials planned yet; the space is checked at every choice and range end."""
     from ..metrics.keys import producer
-    from .report import goal
+    from .goals import goal
     from .search import parse_search
 
     if fixed:
