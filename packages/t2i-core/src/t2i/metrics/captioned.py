@@ -151,16 +151,9 @@ def _reference_split(reference: str | Path | None, width: int, height: int,
         return None
     if width != height:
         raise UsageError(f"images are {width}x{height}; a data set reference needs square images")
-    name, _, split = str(reference).partition(":")
-    datasets = registry("datasets")
-    if name not in datasets:
-        installed = ", ".join(datasets.names()) or "none"
-        raise UsageError(f"--reference {reference} is neither a folder nor a registered data set (installed: {installed})")
-    dataset, _ = datasets.build(name, dict(data_options or {}))
-    split = split or ("test" if "test" in dataset.splits else dataset.splits[0])
-    if split not in dataset.splits:
-        raise UsageError(f"data set '{name}' has no split '{split}'; splits: {', '.join(dataset.splits)}")
-    return dataset.load(split, width)
+    from .compare import reference_split
+
+    return reference_split(reference, data_options, width)
 
 
 def _encode_folder(encode: Any, images: ImageSet, batch_size: int) -> Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UsageError
-from ..interfaces import ImageSet, ImageSetMetric
+from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
 from ..plugins import registry
 from .build import build_metrics, flat_key
 from .image_sets import folder_images, split_images
@@ -36,6 +36,12 @@ def resolve_reference(reference: str | Path, resolution: int, data_options: Mapp
         if data_options:
             raise UsageError(f"data set options were given but --reference {reference} is a folder")
         return folder_images(path)
+    return split_images(reference_split(reference, data_options, resolution))
+
+
+def reference_split(reference: str | Path, data_options: Mapping[str, Any] | None, resolution: int) -> CaptionedImages:
+    """``--reference NAME[:SPLIT]``: that split of a registered data set (its ``test`` split by default, else
+    its first), loaded at ``resolution``; an unknown name or split is a one-line UsageError."""
     name, _, split = str(reference).partition(":")
     datasets = registry("datasets")
     if name not in datasets:
@@ -45,7 +51,7 @@ def resolve_reference(reference: str | Path, resolution: int, data_options: Mapp
     split = split or ("test" if "test" in dataset.splits else dataset.splits[0])
     if split not in dataset.splits:
         raise UsageError(f"data set '{name}' has no split '{split}'; splits: {', '.join(dataset.splits)}")
-    return split_images(dataset.load(split, resolution))
+    return dataset.load(split, resolution)
 
 
 def evaluate_images(
