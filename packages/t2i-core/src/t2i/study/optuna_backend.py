@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -29,11 +30,26 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
     if heartbeat:
         kwargs.update(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    try:
-        return optuna.storages.RDBStorage(url, **kwargs)
-    except Exception as exc:  # a bad URL, an unreachable server, a missing driver
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot open the search storage {masked_url(url)}: {first}") from None
+    for attempt in range(_CREATE_TRIES):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except Exception as exc:  # a bad URL, an unreachable server, a missing driver
+            if _lost_creation_race(exc) and attempt + 1 < _CREATE_TRIES:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"cannot open the search storage {masked_url(url)}: {first}") from None
+    raise AssertionError("unreachable")
+
+
+_CREATE_TRIES = 5
+
+
+def _lost_creation_race(exc: Exception) -> bool:
+    """Workers started together all try to create the empty database's tables; all but one lose (a unique
+    constraint on Alembic's version row, or a table that already exists) and succeed when they open it again."""
+    text = str(exc).lower()
+    return type(exc).__name__ == "IntegrityError" or "already exists" in text or "database is locked" in text
 
 
 def masked_url(url: str) -> str:
