@@ -5,7 +5,9 @@ generator, a third-party loss and the core's built-ins are interchangeable.
 
 Shapes and ranges, once for all:
 - images are float tensors ``(B, 3, R, R)`` in ``[-1, 1]``; data sets store ``uint8`` ``(N, R, R, 3)``;
-- text embeddings are float tensors ``(B, text_dim)``;
+- text embeddings are float tensors ``(B, text_dim)``; word features, for the components that use them,
+  are a :class:`WordFeatures` (``(B, L, word_dim)`` and a ``(B, L)`` mask);
+- a multi-scale generator returns a list of images, smallest first (:func:`final_image` picks the last);
 - noise is ``(B, z_dim)`` from a standard normal.
 """
 
@@ -23,6 +25,8 @@ from .errors import UsageError
 __all__ = [
     "TrainingHooks",
     "TextEncoder",
+    "WordFeatures",
+    "final_image",
     "Generator",
     "Discriminator",
     "DiscOutput",
@@ -56,6 +60,36 @@ class TrainingHooks:
 # Text encoders
 
 
+@dataclass
+class WordFeatures:
+    """Per-token text features of a batch of captions: ``features`` ``(B, L, word_dim)`` and ``mask`` ``(B, L)``,
+    a bool tensor that is ``True`` at real tokens and ``False`` at padding (every row has at least one ``True``).
+    ``L`` is the longest caption of the batch (or the encoder's fixed context length)."""
+
+    features: Tensor
+    mask: Tensor
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def __getitem__(self, index: Any) -> "WordFeatures":
+        return WordFeatures(self.features[index], self.mask[index])
+
+    def roll(self, shifts: int) -> "WordFeatures":
+        """The batch rolled like ``Tensor.roll(shifts, 0)`` (the mismatched captions of the matching-aware term)."""
+        return WordFeatures(self.features.roll(shifts, 0), self.mask.roll(shifts, 0))
+
+    def detach(self) -> "WordFeatures":
+        return WordFeatures(self.features.detach(), self.mask)
+
+    def to(self, device: torch.device | str) -> "WordFeatures":
+        return WordFeatures(self.features.to(device), self.mask.to(device))
+
+
 class TextEncoder(nn.Module, TrainingHooks, abc.ABC):
     """Captions -> embeddings of size :attr:`dim`.
 
@@ -70,6 +104,7 @@ class TextEncoder(nn.Module, TrainingHooks, abc.ABC):
     """
 
     dim: int
+    word_dim: int | None = None  # the size of its word features (:meth:`forward_words`); None: it has none
     trainable: bool = True
     cache_embeddings: ClassVar[bool] = False  # frozen and slow (a transformer): keep embeddings on disk
 
@@ -87,6 +122,11 @@ class TextEncoder(nn.Module, TrainingHooks, abc.ABC):
     @abc.abstractmethod
     def forward(self, tokens: Tensor) -> Tensor:
         """Rows of :meth:`tokenize`'s output -> ``(B, dim)`` embeddings."""
+
+    def forward_words(self, tokens: Tensor) -> tuple[Tensor, WordFeatures]:
+        """Rows of :meth:`tokenize`'s output -> the ``(B, dim)`` embeddings (the same as :meth:`forward`'s) and
+        the :class:`WordFeatures`, from one pass. Only encoders with a :attr:`word_dim` implement it."""
+        raise UsageError(f"text encoder {type(self).__name__} has no word features (sentence embeddings only)")
 
     def encode(self, captions: Sequence[str]) -> Tensor:
         """Convenience: captions -> embeddings, in one call."""
@@ -118,17 +158,36 @@ class Generator(nn.Module, TrainingHooks, abc.ABC):
     image, less varied; what exactly it scales is the generator's to document), ``None`` its default.
     ``t2i sample --truncation PSI`` passes it in eval mode only, and refuses it for a generator that does
     not declare it. A ``ValueError`` from the generator about ``psi`` becomes a one-line usage error.
+
+    :attr:`uses_words`: the generator attends to word features. It is then called as
+    ``forward(z, text, words=WordFeatures)`` everywhere (training, grids, metrics, sampling), and a run whose
+    text encoder has no word features is refused before the first step.
+
+    :attr:`scales`: the image sizes it outputs, smallest first; by default only ``(resolution,)``. A generator
+    with several scales (AttnGAN's 64 -> 128 -> 256 stages) returns a list of images, one per scale, the last
+    at ``resolution``; the losses apply per scale, and grids, metrics and sampling use the last
+    (:func:`final_image`).
     """
 
     resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
     progressive: ClassVar[bool] = False
     supports_truncation: ClassVar[bool] = False
+    uses_words: ClassVar[bool] = False
     z_dim: int
     resolution: int
     text_dim: int
 
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return (self.resolution,)
+
     @abc.abstractmethod
     def forward(self, z: Tensor, text: Tensor) -> Tensor: ...
+
+
+def final_image(images: Tensor | Sequence[Tensor]) -> Tensor:
+    """The full-resolution image of a generator's output: the output itself, or the last of a multi-scale list."""
+    return images if isinstance(images, Tensor) else images[-1]
 
 
 @dataclass
@@ -139,11 +198,14 @@ class DiscOutput:
     ``mismatched_logits``: ``(B,)`` the same images scored against other captions, when asked for
     (the matching-aware term's negatives), else ``None``.
     ``features``: intermediate activations, shallow to deep, for feature matching and similar terms.
+    ``uncond_logits``: ``(B,)`` realness regardless of the caption, from a discriminator with a second,
+    unconditional head (AttnGAN's joint conditional/unconditional D), else ``None``.
     """
 
     logits: Tensor
     features: list[Tensor] = field(default_factory=list)
     mismatched_logits: Tensor | None = None
+    uncond_logits: Tensor | None = None
 
 
 class Discriminator(nn.Module, TrainingHooks, abc.ABC):
@@ -155,13 +217,27 @@ class Discriminator(nn.Module, TrainingHooks, abc.ABC):
     Factories are called as ``factory(cfg, resolution=R, text_dim=D)``. Declared capabilities:
     :attr:`resolutions`, :attr:`progressive`, :attr:`provides_features` (intermediate features for
     feature matching and similar terms).
+
+    :attr:`uses_words`: the conditional head reads word features too; it is then called as
+    ``forward(image, text, mismatched_text, words=..., mismatched_words=...)`` and :meth:`condition` as
+    ``condition(h, text, words)``.
+
+    :attr:`scales`: the image sizes it judges, smallest first; by default ``(resolution,)``. A multi-scale
+    discriminator (one per AttnGAN stage, or one network over an image pyramid) takes a list of images, one
+    per scale, and returns a list of :class:`DiscOutput`, one per scale. The engine builds the list from a
+    multi-scale generator's outputs, or by downsampling a single output (and the real images).
     """
 
     resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
     progressive: ClassVar[bool] = False
     provides_features: ClassVar[bool] = True
+    uses_words: ClassVar[bool] = False
     resolution: int
     text_dim: int
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return (self.resolution,)
 
     @abc.abstractmethod
     def image_features(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -171,10 +247,15 @@ class Discriminator(nn.Module, TrainingHooks, abc.ABC):
     def condition(self, h: Tensor, text: Tensor) -> Tensor:
         """Trunk output + text embedding -> ``(B,)`` logits."""
 
-    def forward(self, image: Tensor, text: Tensor, mismatched_text: Tensor | None = None) -> DiscOutput:
+    def forward(self, image: Tensor, text: Tensor, mismatched_text: Tensor | None = None, *,
+                words: WordFeatures | None = None, mismatched_words: WordFeatures | None = None) -> DiscOutput:
         h, features = self.image_features(image)
-        logits = self.condition(h, text)
-        mismatched = None if mismatched_text is None else self.condition(h, mismatched_text)
+        if self.uses_words:
+            logits = self.condition(h, text, words)  # type: ignore[call-arg]
+            mismatched = None if mismatched_text is None else self.condition(h, mismatched_text, mismatched_words)  # type: ignore[call-arg]
+        else:
+            logits = self.condition(h, text)
+            mismatched = None if mismatched_text is None else self.condition(h, mismatched_text)
         return DiscOutput(logits=logits, features=features, mismatched_logits=mismatched)
 
 
@@ -192,6 +273,8 @@ NEEDS: dict[str, str] = {
                  "of those logits with respect to the text too, with no second pass (MA-GP)",
     "features": "the discriminator must provide intermediate features (DiscOutput.features)",
     "captions": "the caption strings of the batch in StepOutputs.captions (e.g. a CLIP text-image term)",
+    "words": "the batch's word features in StepOutputs.words (e.g. DAMSM's word-level matching term); the text "
+             "encoder must have them",
 }
 """What a loss or term may ask the engine to compute (``LossTerm.needs``): each word and what it makes the
 engine do. A component that declares a word not listed here is refused when it is built."""
@@ -217,7 +300,8 @@ class StepOutputs:
     ``real_images`` / ``fake_images`` are the images before any augmentation (D's outputs are on the
     augmented ones). ``text``: the batch's caption embeddings; with ``needs = {"text_grad"}`` they require
     grad and ``real.logits`` depend on them. ``captions``: the caption string of each image, when a term declared
-    ``needs = {"captions"}`` (else ``None``).
+    ``needs = {"captions"}`` (else ``None``). ``words``: the batch's :class:`WordFeatures` when a term declared
+    ``needs = {"words"}`` or a network uses them (else ``None``).
     """
 
     real: DiscOutput | None
@@ -230,6 +314,7 @@ class StepOutputs:
     generator: nn.Module | None = None
     step: int = 0
     captions: list[str] | None = None
+    words: WordFeatures | None = None
 
 
 class LossTerm(nn.Module, TrainingHooks):
