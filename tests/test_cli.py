@@ -98,8 +98,8 @@ def test_sample_from_run_and_checkpoint(trained_run, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["run", "--generator", "dcgn"], "unknown generator 'dcgn'; did you mean 'dcgan'? installed: dcgan"),
-        (["run", "--generator", "noep"], "unknown generator 'noep'; installed: dcgan"),
+        (["run", "--generator", "dcgn"], "unknown generator 'dcgn'; did you mean 'dcgan'? installed: attngan, dcgan"),
+        (["run", "--generator", "noep"], "unknown generator 'noep'; installed: attngan, dcgan"),
         (["run", "-G", "ngf=wide"], "generator 'dcgan': ngf: expected int, got 'wide'"),
         (["run", "-G", "ngff=3"], "generator 'dcgan': unknown key 'ngff'; did you mean 'ngf'?"),
         (["run", "--set", "trian.steps=3"], "unknown key 'trian'; did you mean 'train'?"),
@@ -149,7 +149,7 @@ def test_run_flags_are_generated_from_the_config_dataclasses():
     flags = {flag.names[0]: flag for flag in config_flags()}
     assert {"--resolution", "--batch-size", "--lr-g", "--lr-d", "--d-steps", "--grad-clip", "--schedule", "--precision",
             "--ema", "--seed", "--device", "--steps", "--epochs", "--minutes", "--log-every", "--sample-every",
-            "--checkpoint-every", "--channels-last"} == set(flags)
+            "--checkpoint-every", "--channels-last", "--micro-batch"} == set(flags)
     assert flags["--lr-g"].key == "train.lr_g" and flags["--resolution"].names == ("--resolution", "-r")
     assert "cosine_restarts" in flags["--schedule"].help  # a Literal's choices are listed
     shown = run_cli("run", "--help", env={"COLUMNS": "250"})

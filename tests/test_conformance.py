@@ -61,7 +61,9 @@ NEEDS_A_FILE = {
     ("text_encoders", "clip"): "tests/test_text_gru_clip.py::test_clip_embeddings_match_the_bundle_and_pass_the_kit",
     ("losses", "perceptual"): "tests/test_terms_perceptual.py::test_passes_the_conformance_kit_and_trains_in_the_engine",
     ("losses", "contrastive"): "tests/test_contrastive.py::test_passes_the_conformance_kit",
+    ("losses", "damsm"): "plugins/t2i-attngan/tests/test_attngan.py::test_the_recipe_trains_with_the_engine",
     **{("datasets", n): "tests/test_data_formats.py::test_disk_datasets_conform" for n in ("folder", "cub", "oxford", "coco")},
+    ("datasets", "hf"): "tests/test_data_hub.py::test_hf_passes_the_conformance_kit",
 }
 
 

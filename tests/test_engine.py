@@ -54,13 +54,17 @@ def test_training_changes_both_networks_and_keeps_ema_separate(tmp_path):
     assert any(not torch.equal(ema[k], v) for k, v in trainer.G.state_dict().items() if v.is_floating_point())
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    straight = Trainer(tiny_config(train={"steps": 8, "checkpoint_every": 4}), tmp_path / "a", quiet=True, tensorboard=False)
+@pytest.mark.parametrize("micro_batch", [0, 8])  # 8: two accumulated micro-batches per update
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, micro_batch):
+    def config(steps):
+        return tiny_config(train={"steps": steps, "checkpoint_every": 4, "micro_batch": micro_batch})
+
+    straight = Trainer(config(8), tmp_path / "a", quiet=True, tensorboard=False)
     straight.fit()
-    first = Trainer(tiny_config(train={"steps": 4, "checkpoint_every": 4}), tmp_path / "b", quiet=True, tensorboard=False)
+    first = Trainer(config(4), tmp_path / "b", quiet=True, tensorboard=False)
     first.fit()
-    resumed = Trainer(tiny_config(train={"steps": 8, "checkpoint_every": 4}), tmp_path / "b", resume=True, quiet=True, tensorboard=False)
-    assert resumed.step == 4
+    resumed = Trainer(config(8), tmp_path / "b", resume=True, quiet=True, tensorboard=False)
+    assert resumed.step == 4 and resumed.accumulation == (2 if micro_batch else 1)
     resumed.fit()
     for name in ("generator", "discriminator", "generator_ema", "text_encoder"):
         a, b = weights(tmp_path / "a", 8, name), weights(tmp_path / "b", 8, name)

@@ -51,7 +51,7 @@ def test_a_selector_matching_nothing_fails_the_pytest_run_and_says_what_to_check
         "the name pattern 'mine*'",
         "pip install -e .",
         "entry point group `t2i`",
-        "Registered generators: dcgan",
+        "Registered generators: attngan, dcgan",
     ):
         assert expected in out, out
     assert "Traceback" not in out and "_common.py" not in out  # the message, not the kit's insides

@@ -323,7 +323,8 @@ def test_a_commands_hook_that_raises_is_undone_and_its_plugin_unloaded():
     plugins.register_plugin(plugin, name="cmds", distribution="cmd-tools")
     assert "cmdgen" in t2i.registry("generators")
     plugins.add_commands(app)
-    assert [c.name for c in app.registered_commands] == ["base"]
+    names = [c.name for c in app.registered_commands]
+    assert names[0] == "base" and "half" not in names  # installed plugins' commands (e.g. demo) may follow
     errors = {p.name: p.error for p in plugins.load_errors()}
     assert errors["cmds"].startswith("t2i_register_commands raised ValueError: no such option (at test_plugins.py:")
     assert "cmdgen" not in t2i.registry("generators")

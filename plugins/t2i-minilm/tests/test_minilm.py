@@ -26,14 +26,37 @@ def encoder() -> MiniLMEncoder:
 def test_embeddings_are_384d_normalised_and_deterministic(encoder):
     assert encoder.dim == 384 and encoder.trainable is False
     tokens = encoder.tokenize(CAPTIONS)
-    assert tokens.shape == (3, 384) and tokens.dtype == torch.float32 and tokens.device.type == "cpu"
+    assert tokens.shape[:2] == (3, 2) and tokens.dtype == torch.long  # token ids and attention mask
     emb = encoder(tokens)
-    assert emb is tokens  # forward is the identity: tokenize already returns the embeddings
+    assert emb.shape == (3, 384) and emb.dtype == torch.float32 and emb.device.type == "cpu"
     assert torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
     assert torch.equal(encoder.encode(CAPTIONS), emb)
-    assert torch.allclose(encoder.tokenize(CAPTIONS[::-1]), emb.flip(0), atol=1e-5)  # rows do not depend on the batch
+    model = encoder._loaded().model
+    expected = model.encode(CAPTIONS, convert_to_tensor=True, normalize_embeddings=True).cpu()
+    assert torch.allclose(emb, expected, atol=1e-6)
+    again = encoder(encoder.tokenize(CAPTIONS[::-1]))
+    assert torch.allclose(again, emb.flip(0), atol=1e-5)  # rows do not depend on the batch
     assert list(encoder.state_dict()) == []  # the frozen model is not in checkpoints
-    assert encoder.tokenize([]).shape == (0, 384)
+    assert encoder(encoder.tokenize([])).shape == (0, 384)
+
+
+def test_word_features_are_the_token_embeddings_before_pooling(encoder):
+    from t2i.testing.text import _check_words
+
+    tokens = encoder.tokenize(CAPTIONS + [""])
+    sentence, words = encoder.forward_words(tokens)
+    assert encoder.word_dim == 384 and torch.equal(sentence, encoder(tokens))
+    lengths = tokens[:, 1].sum(1)  # the tokenizer's attention mask: [CLS] words [SEP]
+    assert words.mask.sum(1).tolist() == lengths.tolist() and lengths[-1] == 2
+    assert words.features.shape == (4, int(lengths.max()), 384) and torch.all(words.features[~words.mask] == 0)
+    # all-MiniLM-L6-v2 mean-pools its token embeddings, then normalises: the words give back the sentence
+    mean = (words.features * words.mask[..., None]).sum(1) / lengths[:, None]
+    assert torch.allclose(torch.nn.functional.normalize(mean, dim=-1), sentence, atol=1e-5)
+    # padding invariance: a caption alone (no padding) has the same words as in the padded batch
+    _, alone = encoder.forward_words(encoder.tokenize(CAPTIONS[2:3]))
+    n = int(lengths[2])
+    assert torch.allclose(alone.features[0, :n], words.features[2, :n], atol=1e-4)
+    _check_words(encoder, CAPTIONS + ["a fourth caption here"])  # the kit's word check
 
 
 def test_paraphrases_are_closer_than_other_captions(encoder):

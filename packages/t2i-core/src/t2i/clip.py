@@ -54,6 +54,35 @@ class ClipBundle:
         tokens = self.tokenizer(list(captions)).to(device)
         return nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
+    def encode_tokens(self, tokens: Tensor, *, words: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Token ids ``(B, context)`` from :attr:`tokenizer` -> (L2-normalised sentence embeddings ``(B, embed_dim)``,
+        and with ``words`` the text transformer's per-token outputs before pooling, through ``ln_final`` and the
+        text projection, ``(B, context, embed_dim)``, not normalised, with their ``(B, context)`` mask: ``True``
+        from the start token up to the end token, the one CLIP pools). One pass; on the tokens' device."""
+        device = next(self.model.parameters()).device
+        captured: list[Tensor] = []
+        ln_final = getattr(self.model, "ln_final", None)
+        if words and ln_final is None:
+            raise UsageError(f"CLIP model '{self.name}' has no ln_final layer to read token features from")
+        handle = ln_final.register_forward_hook(lambda m, i, out: captured.append(out)) if words and ln_final else None
+        try:
+            sentence = nn.functional.normalize(self.model.encode_text(tokens.to(device)).float(), dim=-1)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if not words:
+            return sentence.to(tokens.device), None, None
+        x = captured[-1]
+        proj = getattr(self.model, "text_projection", None)
+        if isinstance(proj, nn.Linear):
+            x = proj(x)
+        elif proj is not None:
+            x = x @ proj
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        last = tokens.shape[1] - 1 - (tokens != 0).flip(1).int().argmax(1)  # the end token: the last non-padding id
+        mask = positions[None, :] <= last[:, None]
+        return sentence.to(tokens.device), x.float().to(tokens.device), mask
+
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 ``(B, H, W, 3)`` or float ``(B, 3, H, W)`` in [-1, 1] -> CLIP's input (differentiable for floats)."""
         if images.dtype == torch.uint8:

@@ -35,6 +35,7 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "AugmentConfig",
+    "LogConfig",
     "ExperimentConfig",
     "AUGMENT_OPS",
     "parse_policy",
@@ -109,8 +110,13 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = field(default=64, metadata={
-        "help": "images per step and process (global batch: x the number of processes)",
+        "help": "images per optimiser step over all processes (the global batch; each process takes its share)",
         "flag": ("--batch-size", "-b"),
+    })
+    micro_batch: int = field(default=0, metadata={
+        "help": "images per forward/backward pass on each process; gradients of the micro-batches are "
+                "accumulated into one optimiser step (0: the process's whole share at once)",
+        "flag": "--micro-batch",
     })
     lr_g: float = field(default=2e-4, metadata={"help": "generator learning rate", "flag": "--lr-g"})
     lr_d: float = field(default=2e-4, metadata={
@@ -184,6 +190,8 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ValueError(f"train.{key} must be >= 1, got {value}")
+        if self.micro_batch < 0:
+            raise ValueError(f"train.micro_batch must be >= 0 (0: no accumulation), got {self.micro_batch}")
         for key in ("lr_g", "lr_d"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"train.{key} must be > 0, got {getattr(self, key)}")
@@ -251,6 +259,16 @@ class AugmentConfig:
 
 
 @dataclass
+class LogConfig:
+    """Where the run reports besides its folder: experiment trackers (``t2i list loggers``; t2i.loggers)."""
+
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={
+        "help": "registered loggers the run reports to (t2i run --logger NAME, repeatable; [] or 'none': none)"})
+    options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
+        "help": "options per logger, e.g. [log.options.mlflow] tracking_uri = 'sqlite:///mlflow.db'"})
+
+
+@dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     # The default recipe (chosen by the study in examples/studies/default-recipe.md): a DCGAN generator with
@@ -271,6 +289,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)

@@ -70,5 +70,10 @@ def t2i_register_datasets(register):
 
 
 @hookspec
+def t2i_register_loggers(register):
+    """Register experiment trackers a run reports to (see :class:`t2i.loggers.Logger`; ``t2i run --logger``)."""
+
+
+@hookspec
 def t2i_register_commands(app):
     """Add commands to the ``t2i`` Typer app (``app.command()(fn)`` or ``app.add_typer(sub, name=...)``)."""

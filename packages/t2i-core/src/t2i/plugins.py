@@ -56,6 +56,7 @@ BUILTIN_PLUGINS = (
     "t2i.builtins.data",
     "t2i.builtins.text",
     "t2i.builtins.metrics",
+    "t2i.builtins.loggers",
     "t2i.builtins.commands",
 )
 CORE_DIST = "t2i-core"

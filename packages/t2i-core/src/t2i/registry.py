@@ -36,6 +36,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "losses": ("loss", "t2i_register_losses"),
     "metrics": ("metric", "t2i_register_metrics"),
     "datasets": ("data set", "t2i_register_datasets"),
+    "loggers": ("logger", "t2i_register_loggers"),
 }
 
 ENV_LOAD = "T2I_LOAD_PLUGINS"  # read by t2i.plugins; named in the duplicate-name message

@@ -21,19 +21,22 @@ from .config import ExperimentConfig, layer, load_toml, resolve
 from .config_tree import flatten
 from .engine.checkpoint import latest_checkpoint, load_checkpoint, sampling_weights
 from .engine.components import build_generator, build_text_encoder
+from .engine.generate import encode_captions, generate_images, uses_words
 from .data.splits import load_split
 from .engine.grid import image_grid
 from .device import pick_device
 from .engine.trainer import RunResult, Trainer
 from .errors import UsageError
-from .interfaces import Generator, TextEncoder
+from .interfaces import Generator, TextEncoder, WordFeatures
 
 if TYPE_CHECKING:
     from .engine.distributed import DistContext
 
 __all__ = ["configure", "resume_config", "new_run_dir", "train", "Sampler", "save_gif", "evaluate_checkpoint", "RESUMABLE_KEYS"]
 
-# What may change when a run is resumed: when to stop, how often to write, and where to compute.
+# What may change when a run is resumed: when to stop, how often to write, where to compute, and the loggers
+# (any log.* key: RESUMABLE_PREFIXES).
+RESUMABLE_PREFIXES = ("log.",)
 RESUMABLE_KEYS = frozenset(
     f"train.{k}" for k in ("steps", "epochs", "minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "device")
 )
@@ -55,7 +58,8 @@ def resume_config(run_dir: str | Path, overrides: Mapping[str, Any] | None = Non
     saved = resolve(load_toml(run / "config.toml"))
     wanted = resolve(layer(load_toml(run / "config.toml"), overrides or {}))
     before, after = flatten(saved.to_dict(), empty_tables=False), flatten(wanted.to_dict(), empty_tables=False)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in RESUMABLE_KEYS)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in RESUMABLE_KEYS
+                     and not k.startswith(RESUMABLE_PREFIXES))
     if changed:
         k = changed[0]
         raise UsageError(
@@ -157,7 +161,7 @@ class Sampler:
         encoder, _ = build_text_encoder(cfg)
         encoder.load_extra_state(ckpt.meta.get("text_encoder", {}))
         encoder.load_state_dict(ckpt.weights["text_encoder"])
-        generator, _ = build_generator(cfg, encoder.dim)
+        generator, _ = build_generator(cfg, encoder.dim, word_dim=encoder.word_dim)
         generator.load_state_dict(ckpt.weights[key])
         return cls(generator.to(dev).eval(), encoder.to(dev).eval(), cfg, ckpt_dir, dev, key)
 
@@ -195,14 +199,17 @@ class Sampler:
             raise UsageError(f"--truncation must be in (0, 1], got {truncation}")
 
     @torch.no_grad()
-    def render(self, z: torch.Tensor, text: torch.Tensor, truncation: float | None = None) -> torch.Tensor:
-        """The generator on noise ``z`` and text embeddings ``text``: float images in [-1, 1], on the CPU."""
+    def render(self, z: torch.Tensor, text: torch.Tensor, truncation: float | None = None,
+               words: WordFeatures | None = None) -> torch.Tensor:
+        """The generator on noise ``z`` and text embeddings ``text`` (and word features, for a generator that
+        uses them): its full-resolution float images in [-1, 1], on the CPU."""
         z, text = z.to(self.device), text.to(self.device).float()
+        words = None if words is None else words.to(self.device)
         if truncation is None:
-            return self.generator(z, text).float().cpu()
+            return generate_images(self.generator, z, text, words).float().cpu()
         self.check_truncation(truncation)
         try:
-            return self.generator(z, text, truncation=truncation).float().cpu()
+            return generate_images(self.generator, z, text, words, truncation=truncation).float().cpu()
         except ValueError as exc:  # the generator's own range for psi
             raise UsageError(f"--truncation {truncation}: {exc}") from None
 
@@ -219,9 +226,11 @@ class Sampler:
             batch = [captions[j // n] for j in indices]
             distinct = list(dict.fromkeys(batch))
             position = {c: i for i, c in enumerate(distinct)}
-            embeddings = self.text_encoder.encode(distinct).float()
-            text = embeddings[torch.tensor([position[c] for c in batch], device=embeddings.device)]
-            yield start, batch, self.render(self.noise([seed + j for j in indices]), text, truncation)
+            embeddings, words = encode_captions(self.text_encoder, distinct, self.device,
+                                                words=uses_words(self.generator))
+            rows = torch.tensor([position[c] for c in batch], device=embeddings.device)
+            yield start, batch, self.render(self.noise([seed + j for j in indices]), embeddings[rows], truncation,
+                                            None if words is None else words[rows])
 
     def generate(self, captions: list[str], n: int = 1, seed: int = 0, *, batch_size: int = 64,
                  truncation: float | None = None) -> torch.Tensor:
@@ -281,14 +290,20 @@ class Sampler:
             raise UsageError(f"--frames must be >= 2, got {frames}")
         self.check_truncation(truncation)
         t = torch.linspace(0.0, 1.0, frames)[:, None]
-        embeddings = self.text_encoder.encode(captions).float().cpu()
+        word_model = uses_words(self.generator)
+        if word_model and len(captions) == 2:
+            raise UsageError(f"generator '{self.config.generator.name}' reads word features, which do not mix "
+                             f"between two captions; interpolate the noise of one caption instead")
+        embeddings, words = encode_captions(self.text_encoder, captions, "cpu", words=word_model)
         if len(captions) == 2:
             z = self.noise([seed]).expand(frames, -1)
             text = torch.lerp(embeddings[0:1].expand(frames, -1), embeddings[1:2].expand(frames, -1), t)
         else:
             a, b = self.noise([seed, seed + 1])
             z, text = _slerp(a, b, t), embeddings.expand(frames, -1)
-        return torch.cat([self.render(z[i:i + batch_size], text[i:i + batch_size], truncation)
+        every = None if words is None else words[torch.zeros(frames, dtype=torch.long)]
+        return torch.cat([self.render(z[i:i + batch_size], text[i:i + batch_size], truncation,
+                                      None if every is None else every[i:i + batch_size])
                           for i in range(0, frames, batch_size)])
 
 

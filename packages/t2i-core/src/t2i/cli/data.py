@@ -29,7 +29,7 @@ data_app = typer.Typer(
 )
 out = Console(soft_wrap=False)
 
-SPEC_HELP = "data set as KIND:PATH (e.g. cub:data/birds, folder:my_images) or a registered NAME"
+SPEC_HELP = "data set as KIND:PATH (e.g. cub:data/birds, folder:my_images, hf:saved_dataset) or a registered NAME"
 HISTOGRAM_BINS = ((1, 5), (6, 10), (11, 15), (16, 20), (21, 30), (31, 50), (51, 100), (101, None))
 
 

@@ -24,6 +24,7 @@ report, never crash the run.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -32,7 +33,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -118,8 +119,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def decode_image(path: Path, box: tuple[float, float, float, float] | None, resolution: int, min_side: int = 1) -> np.ndarray:
-    """``uint8 (R, R, 3)`` of the image at ``path``; raises :class:`BadImage` for anything unusable."""
+def decode_image(path: Path | BinaryIO, box: tuple[float, float, float, float] | None, resolution: int, min_side: int = 1) -> np.ndarray:
+    """``uint8 (R, R, 3)`` of the image at ``path`` (or in a binary file object); raises :class:`BadImage` for
+    anything unusable."""
     try:
         img = Image.open(path)  # reads the header only; more than 2x MAX_IMAGE_PIXELS raises here
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -273,7 +275,8 @@ def _build(items: list[Item], resolution: int, min_side: int, path: Path, worker
 
     def decode(item: Item) -> np.ndarray | BadImage:
         try:
-            return decode_image(item.path, item.box, resolution, min_side)
+            source = io.BytesIO(item.read()) if item.read is not None else item.path
+            return decode_image(source, item.box, resolution, min_side)
         except BadImage as exc:
             return exc
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 __all__ = ["Item", "Problem", "Problems"]
 
@@ -24,6 +24,9 @@ class Item:
     box: tuple[float, float, float, float] | None = None  # (x, y, width, height) in source pixels
     size: int = -1  # bytes and modification time of the image file (they key the image cache)
     mtime_ns: int = -1
+    # the image's bytes when it is not a file of its own (a row of an Arrow table: ``hf``); ``path`` then only
+    # names it in reports. It raises image_cache.BadImage when the bytes cannot be had.
+    read: Callable[[], bytes] | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ..text.head import HEAD_OPTIONS, HeadedTextEncoder, TextHeadConfig, fit_enc
 
 __all__ = [
     "Components", "Losses", "build_components", "build_dataset", "build_text_encoder", "build_generator",
-    "build_discriminator", "build_losses",
+    "build_discriminator", "build_losses", "check_word_features",
 ]
 
 
@@ -65,19 +65,27 @@ def build_text_encoder(cfg: ExperimentConfig) -> tuple[TextEncoder, dict[str, An
     return enc, full
 
 
-def build_generator(cfg: ExperimentConfig, text_dim: int) -> tuple[Generator, dict[str, Any]]:
-    return _build_network("generators", cfg.generator, Generator, cfg.data.resolution, text_dim)
+def build_generator(cfg: ExperimentConfig, text_dim: int,
+                    word_dim: int | None = None) -> tuple[Generator, dict[str, Any]]:
+    return _build_network("generators", cfg.generator, Generator, cfg.data.resolution, text_dim, word_dim)
 
 
-def build_discriminator(cfg: ExperimentConfig, text_dim: int) -> tuple[Discriminator, dict[str, Any]]:
-    return _build_network("discriminators", cfg.discriminator, Discriminator, cfg.data.resolution, text_dim)
+def build_discriminator(cfg: ExperimentConfig, text_dim: int,
+                        word_dim: int | None = None) -> tuple[Discriminator, dict[str, Any]]:
+    return _build_network("discriminators", cfg.discriminator, Discriminator, cfg.data.resolution, text_dim, word_dim)
 
 
 def _build_network(kind: str, comp: ComponentConfig, base: type, resolution: int,
-                   text_dim: int) -> tuple[Any, dict[str, Any]]:
-    """A generator or discriminator at ``resolution`` for ``text_dim``-d text, checked to be a ``base``."""
+                   text_dim: int, word_dim: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """A generator or discriminator at ``resolution`` for ``text_dim``-d text, checked to be a ``base``.
+
+    A network class that declares ``uses_words`` is also given ``word_dim`` (the text encoder's word feature
+    size): ``factory(cfg, resolution=R, text_dim=D, word_dim=Dw)``."""
     _check_resolution(kind, comp.name, resolution)
-    net, full = registry(kind).build(comp.name, comp.options, resolution=resolution, text_dim=text_dim)
+    context: dict[str, Any] = {"resolution": resolution, "text_dim": text_dim}
+    if getattr(registry(kind).get(comp.name).factory, "uses_words", False):
+        context["word_dim"] = word_dim
+    net, full = registry(kind).build(comp.name, comp.options, **context)
     _check(net, base, registry(kind).noun, comp.name)
     return net, full
 
@@ -107,6 +115,29 @@ def _check_compatible(gen: Generator, disc: Discriminator, terms: list[tuple[str
         if "features" in term.needs and not disc.provides_features:
             raise UsageError(f"loss term '{name}' needs intermediate discriminator features, "
                              f"which discriminator '{d}' does not provide")
+
+
+WORD_ENCODERS = ("gru", "bow", "clip", "minilm")  # the built-in encoders with word features
+
+
+def check_word_features(who: str, encoder: TextEncoder, encoder_name: str) -> None:
+    """Refuse ``who`` (``"generator 'attngan'"``), which needs word features, with an encoder that has none."""
+    if getattr(encoder, "word_dim", None) is None:
+        raise UsageError(f"{who} needs word features; text encoder '{encoder_name}' has none: use --text-encoder "
+                         f"{', '.join(WORD_ENCODERS[:-1])} or {WORD_ENCODERS[-1]}")
+
+
+def _check_words(gen: Generator, disc: Discriminator, losses: "Losses", encoder: TextEncoder,
+                 cfg: ExperimentConfig) -> None:
+    """Every network that ``uses_words`` and every term that needs ``"words"`` has an encoder with word features."""
+    users = [(gen, f"generator '{cfg.generator.name}'"), (disc, f"discriminator '{cfg.discriminator.name}'")]
+    for net, who in users:
+        if getattr(net, "uses_words", False):
+            check_word_features(who, encoder, cfg.text_encoder.name)
+    named = [(cfg.loss.adversarial, losses.adversarial)] + [(n, t) for n, _, t in losses.terms]
+    for name, term in named:
+        if "words" in getattr(term, "needs", ()):
+            check_word_features(f"loss term '{name}'", encoder, cfg.text_encoder.name)
 
 
 @dataclass
@@ -198,6 +229,9 @@ def build_components(cfg: ExperimentConfig) -> Components:
     # 1. the data set and the text encoder
     dataset, data_opts = build_dataset(cfg)
     encoder, enc_opts = build_text_encoder(cfg)
+    for kind, comp in (("generators", cfg.generator), ("discriminators", cfg.discriminator)):  # before any data
+        if getattr(registry(kind).get(comp.name).factory, "uses_words", False):
+            check_word_features(f"{registry(kind).noun} '{comp.name}'", encoder, cfg.text_encoder.name)
     # 2. the training split, and the encoder fitted on its captions
     d = cfg.data
     batch_augment = BatchAugment(d.resolution, random_crop=d.random_crop, flip=d.flip, jitter=d.jitter, dataset=dataset)
@@ -206,10 +240,11 @@ def build_components(cfg: ExperimentConfig) -> Components:
                                    word_shuffle=d.word_shuffle, seed=cfg.train.seed)
     fit_encoder(encoder, train_split.captions, train_split.caption_ids)
     # 3. the networks, sized by the encoder, and the losses
-    gen, gen_opts = build_generator(cfg, encoder.dim)
-    disc, disc_opts = build_discriminator(cfg, encoder.dim)
+    gen, gen_opts = build_generator(cfg, encoder.dim, encoder.word_dim)
+    disc, disc_opts = build_discriminator(cfg, encoder.dim, encoder.word_dim)
     losses = build_losses(cfg)
     _check_compatible(gen, disc, losses.terms, cfg)
+    _check_words(gen, disc, losses, encoder, cfg)
     resolved = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, options=data_opts),

@@ -42,6 +42,7 @@ __all__ = [
     "is_distributed",
     "local_device",
     "wrap",
+    "gradient_sync",
     "check_sync_bn",
     "convert_sync_batchnorm",
     "barrier",
@@ -201,6 +202,16 @@ def wrap(module: nn.Module, device: torch.device, *, find_unused_parameters: boo
         device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=find_unused_parameters,
     )
+
+
+def gradient_sync(module: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """A context in which backward passes through ``module`` all-reduce its gradients (``sync``) or only
+    accumulate them locally (DDP's ``no_sync()``: every micro-batch but the last of an optimiser step; the
+    first synced backward then reduces the accumulated sum). A plain or compiled-plain module: a no-op."""
+    inner = getattr(module, "_orig_mod", module)  # torch.compile wraps the DDP module
+    if sync or not isinstance(inner, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return inner.no_sync()
 
 
 def check_sync_bn(device: torch.device, world_size: int) -> None:

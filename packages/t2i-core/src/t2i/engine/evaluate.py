@@ -23,6 +23,7 @@ from ..interfaces import CaptionedImages, Dataset, Metric, TextEncoder
 from ..metrics.build import build_metrics, flat_key
 from ..plugins import registry
 from . import distributed
+from .generate import encode_captions, generate_images, uses_words
 from .grid import to_uint8
 
 __all__ = ["Evaluator", "build_metrics", "evaluate", "make_generate", "flat_key"]
@@ -49,12 +50,12 @@ def make_generate(
             for i in range(0, len(captions), batch_size):
                 part = list(captions[i : i + batch_size])
                 z = torch.randn(len(part), generator.z_dim, generator=rng).to(device)
-                text = encoder.encode(part).to(device).float()
+                text, words = encode_captions(encoder, part, device, words=uses_words(generator))
                 if autocast is not None:
                     with autocast():
-                        images = generator(z, text)
+                        images = generate_images(generator, z, text, words)
                 else:
-                    images = generator(z, text)
+                    images = generate_images(generator, z, text, words)
                 chunks.append(to_uint8(images.float().cpu()))
         finally:
             generator.train(was_training)

@@ -5,6 +5,11 @@ and the crop/flip/jitter draws come from one ``torch.Generator`` (``rng``), the 
 (``noise_rng``). Their states, the epoch and the position in it are :meth:`DataFeed.state_dict`, so a
 resumed run draws exactly what an uninterrupted one would have drawn.
 
+``train.batch_size`` is the global batch: each of ``W`` processes takes ``batch_size / W`` images per step
+(:func:`process_batch`), and ``train.micro_batch`` only splits that share inside the step (gradient
+accumulation, :class:`t2i.engine.step.GANStep`), so the feed, its random streams and its state do not
+depend on it.
+
 Several processes: rank ``r`` of ``W`` takes images ``perm[r::W]``, and the caption draws and noise rows
 ``r::W`` of those drawn for the global batch, so the union of the ranks' batches is one process's batch of
 ``W x`` the size.
@@ -23,7 +28,7 @@ from ..data.augment import BatchAugment
 from ..errors import UsageError
 from ..interfaces import CaptionedImages
 
-__all__ = ["DataFeed", "SAMPLE_ROWS", "SAMPLE_COLUMNS"]
+__all__ = ["DataFeed", "process_batch", "SAMPLE_ROWS", "SAMPLE_COLUMNS"]
 
 SAMPLE_ROWS = 8  # test captions per grid
 SAMPLE_COLUMNS = 8  # fixed noise vectors per caption
@@ -32,8 +37,27 @@ _SAMPLE_SEED_OFFSET = 1_000_003  # the sample noise's generator is seeded by see
 _NOISE_SEED_OFFSET = 2_000_003  # the training noise's generator is seeded by seed + this
 
 
+def process_batch(batch_size: int, world_size: int, micro_batch: int = 0) -> tuple[int, int]:
+    """Each process's share of the global ``batch_size`` and the number of micro-batches it is split into
+    (1 without accumulation); a one-line UsageError when either does not divide."""
+    if batch_size % world_size:
+        raise UsageError(f"train.batch_size {batch_size} (the global batch) does not split over {world_size} "
+                         f"processes; use a multiple of {world_size}")
+    share = batch_size // world_size
+    if micro_batch == 0 or micro_batch == share:
+        return share, 1
+    where = f" ({batch_size} over {world_size} processes)" if world_size > 1 else ""
+    if micro_batch > share or share % micro_batch:
+        divisors = [m for m in range(1, share) if share % m == 0][-3:]
+        raise UsageError(f"train.micro_batch {micro_batch} does not divide the {share} images per process{where}; "
+                         f"use a divisor of {share} such as {', '.join(map(str, divisors)) or share}, "
+                         "or 0 for no accumulation")
+    return share, share // micro_batch
+
+
 class DataFeed:
-    """Batches of real images with one caption id each, and the noise for the generator."""
+    """Batches of real images with one caption id each, and the noise for the generator. ``batch_size`` is
+    this process's share of the global batch (:func:`process_batch`)."""
 
     def __init__(
         self,
@@ -60,8 +84,8 @@ class DataFeed:
         self.batches_per_epoch = len(split) // (batch_size * world_size)
         if self.batches_per_epoch < 1:
             raise UsageError(
-                f"train split has {len(split)} images, fewer than one batch of "
-                f"{batch_size} x {world_size} process(es); lower --batch-size"
+                f"train split has {len(split)} images, fewer than one global batch of "
+                f"{batch_size * world_size} ({batch_size} x {world_size} process(es)); lower --batch-size"
             )
         self.rng = torch.Generator().manual_seed(seed)
         self.noise_rng = torch.Generator().manual_seed(seed + _NOISE_SEED_OFFSET)

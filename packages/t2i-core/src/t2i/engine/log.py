@@ -2,7 +2,7 @@
 
 Summing stays on the device, so a step does not wait for the GPU; the one device sync is the finiteness
 check of the window's averages (:meth:`TrainingLog.non_finite`), at logging and checkpoint steps. Each
-written record goes to ``metrics.jsonl`` and TensorBoard (:class:`~t2i.engine.writer.RunWriter`) and
+written record goes to ``metrics.jsonl`` and the run's loggers (:class:`~t2i.engine.writer.RunWriter`) and
 through the health monitor, whose verdict codes are added to the record.
 """
 
@@ -84,12 +84,14 @@ class TrainingLog:
         return record
 
     def evaluation(self, step: int, values: dict[str, float]) -> None:
-        """Log the metric values of an evaluation as ``eval/...`` (with mode-collapse / stall verdicts)."""
+        """Log the metric values of an evaluation as ``eval/...`` (with mode-collapse / stall verdicts), and send
+        them to the loggers as one evaluation table."""
         record: dict[str, Any] = {f"eval/{k}": v for k, v in values.items()}
         verdicts = self.health.observe_eval(step, values)
         if verdicts:
             record["health"] = sorted({v.code for v in verdicts})
         self.writer.log(step, record)
+        self.writer.evaluation(step, values)
 
 
 def _mean_over_ranks(sums: dict[str, torch.Tensor], world_size: int) -> dict[str, torch.Tensor]:

@@ -17,8 +17,8 @@ __all__ = ["learning_rates", "make_optimizer", "make_scheduler", "Precision", "s
 
 def learning_rates(cfg: TrainConfig, world_size: int) -> tuple[float, float]:
     """The learning rates of G and D a run uses. They are taken as given whatever the number of processes
-    (the global batch grows with it); ``train.scale_lr`` multiplies them by the number of processes (the
-    linear scaling rule)."""
+    (``train.batch_size`` is the global batch, the same on any number of them); ``train.scale_lr`` multiplies
+    them by the number of processes (the linear scaling rule, for recipes that grow the batch with them)."""
     scale = world_size if cfg.scale_lr else 1
     return cfg.lr_g * scale, cfg.lr_d * scale
 
@@ -71,7 +71,17 @@ class Precision:
     def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], clip: float) -> float | None:
         """Backward, optional gradient clipping (on unscaled gradients), optimiser step. Returns the grad norm if clipped."""
         opt.zero_grad(set_to_none=True)
+        self.backward(loss)
+        return self.update(opt, params, clip)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradient of ``loss`` (scaled by fp16's grad scaler): once per micro-batch. The scale
+        only changes in :meth:`update`, so every micro-batch of an optimiser step is scaled alike."""
         self.scaler.scale(loss).backward()
+
+    def update(self, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], clip: float) -> float | None:
+        """Once per optimiser step, after the micro-batches' :meth:`backward`: unscale, optionally clip the
+        accumulated gradient's norm, step (skipped by fp16's scaler on inf/NaN) and update the scale."""
         norm = None
         if clip > 0:
             self.scaler.unscale_(opt)
@@ -79,7 +89,6 @@ class Precision:
         self.scaler.step(opt)
         self.scaler.update()
         return norm
-
 
 def steps_for_epochs(epochs: float, batches_per_epoch: int, d_steps: int) -> int:
     """Generator steps in ``epochs`` passes when each generator step consumes ``d_steps`` batches."""

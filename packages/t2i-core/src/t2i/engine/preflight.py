@@ -11,7 +11,9 @@ the text encoder, the generator and the discriminator once on two samples and ra
 The contract (:mod:`t2i.interfaces`): the generator returns floating ``(B, 3, R, R)`` in ``[-1, 1]``
 (tolerance :data:`RANGE_TOLERANCE`), finite; the discriminator returns :class:`~t2i.interfaces.DiscOutput`
 with finite ``(B,)`` logits, a non-empty list of feature tensors when it declares ``provides_features``,
-and finite ``(B,)`` mismatched logits when asked for them; the text encoder returns finite ``(B, dim)``.
+and finite ``(B,)`` mismatched logits when asked for them; the text encoder returns finite ``(B, dim)``, and
+``(B, L, word_dim)`` word features with a ``(B, L)`` mask when the run needs them (a network that
+``uses_words`` is called with them; a multi-scale generator's last image is checked).
 
 The check leaves a run exactly as it was: it runs under ``no_grad`` in the networks' current mode, puts
 every buffer back (batch-norm statistics, spectral norm's vectors) and draws its inputs from a private
@@ -29,7 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from ..interfaces import DiscOutput, Discriminator, Generator, LossTerm, TextEncoder
+from ..interfaces import DiscOutput, Discriminator, Generator, LossTerm, TextEncoder, WordFeatures, final_image
+from .generate import uses_words
+from .scales import downsample, scales_of
 
 __all__ = [
     "RANGE_TOLERANCE",
@@ -38,6 +42,8 @@ __all__ = [
     "check_generator",
     "check_discriminator",
     "check_text_encoder",
+    "check_words",
+    "random_words",
     "check_component",
     "tuning_warnings",
     "untouched",
@@ -74,9 +80,14 @@ def _shape(*dims: int) -> str:
     return f"({', '.join(map(str, dims))})"
 
 
-def check_generator(G: nn.Module, name: str, z: Tensor, text: Tensor, resolution: int) -> Tensor:
-    """Run ``G(z, text)``; return its images, or raise a one-line UsageError naming ``name``."""
-    images = G(z, text)
+def check_generator(G: nn.Module, name: str, z: Tensor, text: Tensor, resolution: int,
+                    words: WordFeatures | None = None) -> Tensor:
+    """Run ``G(z, text)`` (``G(z, text, words=words)`` for a generator that uses words); return its
+    full-resolution images (the last of a multi-scale list), or raise a one-line UsageError naming ``name``."""
+    if uses_words(G) and words is None:
+        raise UsageError(f"generator '{name}' uses word features but none were given")
+    out = G(z, text, words=words) if uses_words(G) else G(z, text)
+    images = final_image(out) if isinstance(out, (list, tuple)) and out and isinstance(out[-1], Tensor) else out
     b = z.shape[0]
     want = f"expected {_shape(b, 3, resolution, resolution)} images in [-1, 1]"
     said = f"generator '{name}' returned {_describe(images)}"
@@ -105,11 +116,31 @@ def _check_logits(value: Any, what: str, said: str, b: int) -> None:
 
 
 def check_discriminator(D: nn.Module, name: str, images: Tensor, text: Tensor, *,
-                        mismatched: bool = False) -> DiscOutput:
-    """Run ``D(images, text[, text rolled by one])``; return its output, or raise a one-line UsageError."""
+                        mismatched: bool = False, words: WordFeatures | None = None) -> DiscOutput:
+    """Run ``D(images, text[, text rolled by one])`` (with ``words=`` and ``mismatched_words=`` for a
+    discriminator that uses words); return its output, or raise a one-line UsageError."""
     b = images.shape[0]
-    out = D(images, text, text.roll(1, 0)) if mismatched else D(images, text)
-    said = f"discriminator '{name}' returned"
+    scales = scales_of(D)
+    x: Tensor | list[Tensor] = images if len(scales) == 1 else [downsample(images, s) for s in scales]
+    if uses_words(D):
+        if words is None:
+            raise UsageError(f"discriminator '{name}' uses word features but none were given")
+        out = (D(x, text, text.roll(1, 0), words=words, mismatched_words=words.roll(1)) if mismatched
+               else D(x, text, words=words))
+    else:
+        out = D(x, text, text.roll(1, 0)) if mismatched else D(x, text)
+    if len(scales) > 1:  # a multi-scale discriminator: one DiscOutput per scale, each checked
+        if not isinstance(out, (list, tuple)) or len(out) != len(scales):
+            raise UsageError(f"discriminator '{name}' judges scales {scales} but returned {_describe(out)}; "
+                             f"expected a list of {len(scales)} DiscOutput, one per scale")
+        for one in out:
+            _check_disc_output(D, f"discriminator '{name}' returned", one, b, mismatched)
+        return out[-1]
+    _check_disc_output(D, f"discriminator '{name}' returned", out, b, mismatched)
+    return out
+
+
+def _check_disc_output(D: nn.Module, said: str, out: Any, b: int, mismatched: bool) -> None:
     if not isinstance(out, DiscOutput):
         raise UsageError(f"{said} {_describe(out)}; expected a t2i.interfaces.DiscOutput")
     _check_logits(out.logits, "logits", said, b)
@@ -124,7 +155,6 @@ def check_discriminator(D: nn.Module, name: str, images: Tensor, text: Tensor, *
             raise UsageError(f"{said} no mismatched_logits when given mismatched_text; score the images against "
                              "mismatched_text too (Discriminator.forward does)")
         _check_logits(out.mismatched_logits, "mismatched_logits", said, b)
-    return out
 
 
 def check_text_encoder(encoder: TextEncoder, name: str, captions: Sequence[str], device: torch.device) -> Tensor:
@@ -132,6 +162,31 @@ def check_text_encoder(encoder: TextEncoder, name: str, captions: Sequence[str],
     tokens = encoder.tokenize(list(captions))
     text = encoder(tokens.to(device) if isinstance(tokens, Tensor) else tokens)
     return check_embeddings(text, name, len(captions), getattr(encoder, "dim", None))
+
+
+def check_words(words: Any, name: str, b: int, dim: int | None) -> WordFeatures:
+    """``words`` must be a :class:`WordFeatures` of ``(b, L, dim)`` finite features and a ``(b, L)`` bool mask with
+    a real token in every row; else a one-line UsageError naming the encoder."""
+    said = f"text encoder '{name}' returned word features"
+    if not isinstance(words, WordFeatures):
+        raise UsageError(f"{said} as {_describe(words)}; expected a t2i.interfaces.WordFeatures")
+    f, m = words.features, words.mask
+    if f.dim() != 3 or tuple(f.shape[::2]) != (b, dim) or not f.is_floating_point() or not bool(f.isfinite().all()):
+        raise UsageError(f"{said} {_describe(f)}; expected ({b}, L, {dim}) finite floats (its word_dim = {dim})")
+    if m.dtype != torch.bool or tuple(m.shape) != tuple(f.shape[:2]) or not bool(m.any(1).all()):
+        raise UsageError(f"{said} with a mask {_describe(m)}; expected a ({b}, {f.shape[1]}) bool mask, True at "
+                         "real tokens, at least one per caption")
+    return words
+
+
+def random_words(batch: int, length: int, dim: int, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu") -> WordFeatures:
+    """Random word features ``(batch, length, dim)`` whose captions are 1 to ``length`` tokens long (row ``i``
+    has ``length - i`` real tokens, at least one), zeros at padding: partners for a network that uses words."""
+    lengths = (length - torch.arange(batch)).clamp_min(1)
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    features = torch.randn(batch, length, dim, generator=generator) * mask[..., None]
+    return WordFeatures(features.to(device), mask.to(device))
 
 
 def check_embeddings(text: Any, name: str, b: int, dim: int | None) -> Tensor:
@@ -172,9 +227,19 @@ def check_networks(G: Generator, D: Discriminator, encoder: TextEncoder, *, reso
         if text.shape[1] != getattr(G, "text_dim", text.shape[1]):
             raise UsageError(f"text encoder '{names.get('text_encoder', '?')}' returns {text.shape[1]} dimensions "
                              f"but generator '{names.get('generator', '?')}' was built for text_dim = {G.text_dim}")
+        words = None
+        if uses_words(G) or uses_words(D) or "words" in needs:
+            name = names.get("text_encoder", "?")
+            if getattr(encoder, "word_dim", None) is None:
+                raise UsageError(f"the run needs word features; text encoder '{name}' has none")
+            own = next(encoder.parameters(), torch.empty(0)).device
+            _, words = encoder.forward_words(encoder.tokenize(chosen).to(own))
+            words = check_words(words, name, batch, encoder.word_dim).detach().to(device)
+            words = WordFeatures(words.features.float(), words.mask)
         z = torch.randn(batch, G.z_dim, generator=gen).to(device)
-        images = check_generator(G, names.get("generator", "?"), z, text, resolution)
-        check_discriminator(D, names.get("discriminator", "?"), images.float(), text, mismatched="mismatched" in needs)
+        images = check_generator(G, names.get("generator", "?"), z, text, resolution, words)
+        check_discriminator(D, names.get("discriminator", "?"), images.float(), text, mismatched="mismatched" in needs,
+                            words=words)
 
 
 def check_component(kind: str, name: str, options: Mapping[str, Any] | None = None, *,
@@ -196,6 +261,9 @@ def check_component(kind: str, name: str, options: Mapping[str, Any] | None = No
         encoder.fit(list(SAMPLE_CAPTIONS))
         with untouched([encoder]):
             check_text_encoder(encoder, name, SAMPLE_CAPTIONS, device)
+            if encoder.word_dim is not None:
+                _, words = encoder.forward_words(encoder.tokenize(list(SAMPLE_CAPTIONS)))
+                check_words(words, name, len(SAMPLE_CAPTIONS), encoder.word_dim)
         return "ok"
     if kind not in ("generators", "discriminators"):
         raise UsageError(f"--check runs generators, discriminators and text encoders; '{name}' is a {reg.noun}")
@@ -204,19 +272,22 @@ def check_component(kind: str, name: str, options: Mapping[str, Any] | None = No
         resolution = 32 if 32 in supported else min(supported)
     elif resolution not in supported:
         raise UsageError(f"{reg.noun} '{name}' supports resolutions {', '.join(map(str, supported))}, not {resolution}")
-    network, _ = reg.build(name, dict(options or {}), resolution=resolution, text_dim=text_dim)
+    word_dim = text_dim if getattr(entry.factory, "uses_words", False) else None
+    context = {"word_dim": word_dim} if word_dim is not None else {}
+    network, _ = reg.build(name, dict(options or {}), resolution=resolution, text_dim=text_dim, **context)
     base = Generator if kind == "generators" else Discriminator
     if not isinstance(network, base):
         raise UsageError(f"{reg.noun} '{name}' built a {type(network).__name__}, which is not a t2i {base.__name__}")
     network.on_train_step(0, 0)
     text = torch.randn(PREFLIGHT_BATCH, text_dim, generator=gen)
+    words = random_words(PREFLIGHT_BATCH, 5, text_dim, gen) if uses_words(network) else None
     with untouched([network]):
         if kind == "generators":
             z = torch.randn(PREFLIGHT_BATCH, network.z_dim, generator=gen)
-            check_generator(network, name, z, text, resolution)
+            check_generator(network, name, z, text, resolution, words)
         else:
             images = torch.rand(PREFLIGHT_BATCH, 3, resolution, resolution, generator=gen) * 2 - 1
-            check_discriminator(network, name, images, text, mismatched=True)
+            check_discriminator(network, name, images, text, mismatched=True, words=words)
     return "ok"
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 
 from ..interfaces import TextEncoder
+from .generate import encode_captions, generate_images, uses_words
 from .grid import caption_grid
 from .writer import RunWriter
 
@@ -38,11 +39,12 @@ class SampleGrids:
         was_training = generator.training
         generator.eval()
         try:
-            text = encoder.encode(self.captions).to(device).float()
+            text, words = encode_captions(encoder, self.captions, device, words=uses_words(generator))
             rows, cols = len(self.captions), len(self.noise)
             z = self.noise.to(device).repeat(rows, 1)
+            each = torch.arange(rows, device=device).repeat_interleave(cols)  # row r: caption r, every noise column
             with autocast():
-                images = generator(z, text.repeat_interleave(cols, 0)).float()
+                images = generate_images(generator, z, text[each], None if words is None else words[each]).float()
         finally:
             generator.train(was_training)
         self.last = self.writer.samples(step, caption_grid(images.cpu(), self.captions, columns=cols))

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, TrainConfig
 from ..metrics.keys import evaluation_table
 from .health import Verdict, verdict_lines
 
@@ -73,6 +73,14 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _accumulation(t: TrainConfig, world_size: int) -> str:
+    """`` (micro-batches of 8, 4 accumulated per update and process)`` when the batch is split, else nothing."""
+    share = t.batch_size // world_size
+    if not t.micro_batch or t.micro_batch >= share:
+        return ""
+    return f" (micro-batches of {t.micro_batch}, {share // t.micro_batch} accumulated per update and process)"
+
+
 def summary_markdown(result: RunResult, cfg: ExperimentConfig, facts: RunFacts, verdicts: Sequence[Verdict]) -> str:
     """The text of ``summary.md`` for ``result`` of the run configured by ``cfg`` (resolved)."""
     t, run_dir = cfg.train, result.run_dir
@@ -85,7 +93,8 @@ def summary_markdown(result: RunResult, cfg: ExperimentConfig, facts: RunFacts, 
         "",
         f"- status: **{result.status}**" + (f" ({result.message})" if result.message else ""),
         f"- steps: {result.step} generator steps ({facts.epochs:.2f} epochs "
-        f"of {facts.train_images} {cfg.data.train_split} images), batch {t.batch_size}",
+        f"of {facts.train_images} {cfg.data.train_split} images), "
+        f"batch {t.batch_size}{_accumulation(t, facts.world_size)}",
         f"- training time: {result.elapsed / 60:.1f} min; throughput {result.images_per_second:.0f} images/s "
         f"(real images through D per second, device {facts.device}, precision {facts.precision})",
         *([f"- peak memory: {facts.peak_memory}"] if facts.peak_memory else []),

@@ -36,7 +36,7 @@ from .checkpoint import latest_checkpoint
 from .checkpointer import Checkpointer, Stateful
 from .components import build_components
 from .evaluate import Evaluator
-from .feed import SAMPLE_COLUMNS, SAMPLE_ROWS, DataFeed
+from .feed import SAMPLE_COLUMNS, SAMPLE_ROWS, DataFeed, process_batch
 from .health import HealthMonitor, Verdict, read_records
 from .log import TrainingLog
 from .networks import place_networks
@@ -54,7 +54,8 @@ __all__ = ["Trainer", "RunResult", "count_parameters", "SAMPLE_ROWS", "SAMPLE_CO
 
 
 class Trainer:
-    """Train ``cfg`` into ``run_dir``; ``resume=True`` continues from the folder's latest checkpoint."""
+    """Train ``cfg`` into ``run_dir``; ``resume=True`` continues from the folder's latest checkpoint.
+    ``tensorboard=False`` leaves TensorBoard out of the run's loggers (``cfg.log.loggers``), as tests do."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
                  rank: int = 0, world_size: int = 1, tensorboard: bool = True):
@@ -74,7 +75,9 @@ class Trainer:
         nets = place_networks(self.parts.generator, self.parts.discriminator, self.parts.text_encoder, self.t,
                               self.device, world_size)
         self.nets, self.G, self.D, self.encoder, self.ema = nets, nets.G, nets.D, nets.encoder, nets.ema
-        self.feed = DataFeed(self.train_data, self.parts.batch_augment, batch_size=self.t.batch_size, seed=self.t.seed,
+        # train.batch_size is the global batch; this process's share, split into micro-batches inside the step
+        self.process_batch, self.accumulation = process_batch(self.t.batch_size, world_size, self.t.micro_batch)
+        self.feed = DataFeed(self.train_data, self.parts.batch_augment, batch_size=self.process_batch, seed=self.t.seed,
                              z_dim=self.G.z_dim, device=self.device, channels_last=self.t.channels_last, rank=rank,
                              world_size=world_size, sample_split=self._sample_split())
         self.stopping = Stopping(self._total_steps(), self.t.minutes, world_size)
@@ -118,7 +121,8 @@ class Trainer:
         return GANStep(G=n.G, D=n.D, G_train=n.G_train, D_train=n.D_train, D_frozen=n.D_frozen,
                        adversarial=self.parts.adversarial, terms=self.parts.terms, needs=self.parts.needs,
                        augment=self.augment, precision=self.precision, opt_g=self.opt_g, opt_d=self.opt_d,
-                       G_params=n.G_params, D_params=n.D_params, noise=self.feed.noise, grad_clip=t.grad_clip)
+                       G_params=n.G_params, D_params=n.D_params, noise=self.feed.noise, grad_clip=t.grad_clip,
+                       micro_batch=t.micro_batch if self.accumulation > 1 else 0)
 
     def _preflight(self) -> None:
         """Every network once on two samples, against its contract (:mod:`t2i.engine.preflight`; a one-line
@@ -144,9 +148,11 @@ class Trainer:
 
     def _open_run_folder(self, resume: bool, tensorboard: bool) -> None:
         """The writers (rank 0 writes), then the checkpoint to resume from or the config of a new run."""
-        self.writer = RunWriter(self.run_dir, enabled=self.rank == 0, tensorboard=tensorboard)
+        loggers = [n for n in self.cfg.log.loggers if tensorboard or n != "tensorboard"]  # tensorboard=False: tests
+        self.writer = RunWriter(self.run_dir, enabled=self.rank == 0, loggers=loggers, options=self.cfg.log.options,
+                                config=self.resolved.to_dict(), resumed=resume)
         self.health = HealthMonitor({"generator": self.G, "discriminator": self.D})
-        images_per_step = self.t.d_steps * self.t.batch_size * self.world_size
+        images_per_step = self.t.d_steps * self.t.batch_size
         self.log = TrainingLog(self.writer, self.health, every=self.t.log_every, images_per_step=images_per_step,
                                world_size=self.world_size)
         self.sampler = SampleGrids(self.writer, self.feed.sample_captions, self.feed.sample_noise,
@@ -176,10 +182,13 @@ class Trainer:
             component.on_train_step(self.step, seen)
         for _ in range(self.t.d_steps):
             real, cid = self.feed.next_batch()
-            text = self.captions(cid)
+            if "words" in self.needs or self.G.uses_words or self.D.uses_words:  # word features only when used
+                text, words = self.captions.with_words(cid)
+            else:
+                text, words = self.captions(cid), None
             captions = self.feed.caption_strings(cid) if "captions" in self.needs else None
-            logs = self.gan_step.discriminator(real, text, self.step, captions)
-        logs.update(self.gan_step.generator(real, text, self.step, captions))
+            logs = self.gan_step.discriminator(real, text, self.step, captions, words=words)
+        logs.update(self.gan_step.generator(real, text, self.step, captions, words=words))
         if self.augment.enabled:
             self.augment.update(self.step)
             logs["aug/p"] = self.augment.p.detach().clone()
@@ -231,7 +240,7 @@ class Trainer:
         result = RunResult(self.run_dir, status, self.step, self.stopping.elapsed, self._images_per_second(),
                            self.sampler.last, ckpt, last, message, evaluation)
         self.writer.text("summary.md", self.summary(result))
-        self.writer.close()
+        self.writer.close(status, {**last, **{f"eval/{k}": v for k, v in evaluation.items()}})
         return result
 
     def _finish(self, status: str, last: dict[str, Any], evaluation: dict[str, float]) -> tuple[dict, dict]:
@@ -256,7 +265,7 @@ class Trainer:
     def _images_per_second(self) -> float:
         if self.stopping.elapsed <= 0:
             return 0.0
-        return self.step * self.t.d_steps * self.t.batch_size * self.world_size / self.stopping.elapsed
+        return self.step * self.t.d_steps * self.t.batch_size / self.stopping.elapsed
 
     # -- evaluation and samples --------------------------------------------------------------------------------
     def sample_generator(self) -> torch.nn.Module:
@@ -337,4 +346,5 @@ class Trainer:
         every verdict to ``health.json``; return the verdicts."""
         self.health.observe_stop(result.step, result.status, result.message)
         self.writer.text("health.json", self.health.to_json())
+        self.writer.verdicts(result.step, self.health.verdicts)
         return self.health.verdicts

@@ -58,8 +58,8 @@ from ..weights import file_sha256
 
 __all__ = [
     "RESIZES", "NORMALIZATIONS", "inception_input", "read_state_dict", "load_exact", "torchvision_inception",
-    "DamsmTextEncoder", "DamsmImageEncoder", "load_text_encoder", "load_image_encoder", "load_vocabulary",
-    "tokenize", "caption_ids", "DamsmPair", "load_damsm_pair", "parameter_counts",
+    "DamsmTextEncoder", "DamsmImageEncoder", "DamsmSmallImageEncoder", "load_text_encoder", "load_image_encoder",
+    "load_vocabulary", "tokenize", "caption_ids", "DamsmPair", "load_damsm_pair", "parameter_counts",
 ]  # fmt: skip
 
 _SIZE = 299
@@ -254,14 +254,51 @@ def load_text_encoder(path: str | Path) -> DamsmTextEncoder:
     return load_exact(module, state, path, what).eval()
 
 
-def load_image_encoder(path: str | Path) -> DamsmImageEncoder:
+class DamsmSmallImageEncoder(nn.Module):
+    """A small CNN in place of Inception-v3, for DAMSM pretrained on a CPU (``t2i damsm pretrain --trunk small``,
+    plugin t2i-attngan): the same outputs as :class:`DamsmImageEncoder` and the same head names.
+
+    Images in ``[-1, 1]`` of any size are resized (bilinear) to ``input_size`` (a buffer, so the file records it);
+    ``regions``: two conv4x4 stride 2 + BatchNorm + LeakyReLU(0.2) (``width``, ``2 width`` channels) to a
+    ``input_size / 4`` map, ``emb_features`` (1x1, no bias) to ``nef``; ``global_``: one more such conv
+    (``4 width``), average-pooled, ``emb_cnn_code`` (linear) to ``nef``.
+    """
+
+    def __init__(self, nef: int = 256, width: int = 32, input_size: int = 32):
+        super().__init__()
+
+        def down(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+
+        self.register_buffer("input_size", torch.tensor(int(input_size)))
+        self.regions = nn.Sequential(*down(3, width), *down(width, 2 * width))
+        self.global_ = nn.Sequential(*down(2 * width, 4 * width))
+        self.emb_features = nn.Conv2d(2 * width, nef, kernel_size=1, bias=False)
+        self.emb_cnn_code = nn.Linear(4 * width, nef)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        size = int(self.input_size)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        regions = self.regions(x)
+        code = self.emb_cnn_code(self.global_(regions).mean(dim=(2, 3)))
+        return self.emb_features(regions), code
+
+
+def load_image_encoder(path: str | Path) -> DamsmImageEncoder | DamsmSmallImageEncoder:
     """AttnGAN's ``image_encoder*.pth`` as a :class:`DamsmImageEncoder` (code width read from
-    ``emb_cnn_code.weight``), every key and shape checked."""
+    ``emb_cnn_code.weight``), every key and shape checked; a file of :class:`DamsmSmallImageEncoder` (keys
+    ``regions.*``, ``global_.*``, ``input_size``) as one of those."""
     what = "an AttnGAN/DM-GAN DAMSM image encoder (CNN_ENCODER: Conv2d_1a_3x3 ... Mixed_7c, emb_features, emb_cnn_code)"
     state = read_state_dict(path, "DAMSM image encoder")
     code = state.get("emb_cnn_code.weight")
     if code is None or code.dim() != 2:
         raise UsageError(f"{path} does not hold {what}: no emb_cnn_code.weight")
+    if "regions.0.weight" in state and "input_size" in state:
+        small = DamsmSmallImageEncoder(int(code.shape[0]), int(state["regions.0.weight"].shape[0]),
+                                       int(state["input_size"]))
+        return load_exact(small, state, path, "a small DAMSM image encoder (regions, global_, emb_features, "
+                                              "emb_cnn_code)").eval()
     return load_exact(DamsmImageEncoder(int(code.shape[0])), state, path, what).eval()
 
 
@@ -359,7 +396,10 @@ class DamsmPair:
         out = []
         for start in range(0, images.shape[0], self.batch_size):
             batch = images[start : start + self.batch_size]
-            x = inception_input(batch, "bilinear_align_corners", "minus_one_one", self.device)
+            if isinstance(self.image, DamsmSmallImageEncoder):  # it resizes [-1, 1] images itself, as in training
+                x = batch.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+            else:
+                x = inception_input(batch, "bilinear_align_corners", "minus_one_one", self.device)
             out.append(self.image(x)[1].float().cpu())
         return F.normalize(torch.cat(out), dim=1) if out else torch.zeros(0, self.image.emb_cnn_code.out_features)
 

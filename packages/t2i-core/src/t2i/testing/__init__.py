@@ -54,6 +54,13 @@ property, and returns a :class:`Report` of what passed):
   under one ``torch.manual_seed`` are identical; a state-dict round trip through safetensors (as
   checkpoints do) reproduces the outputs; a batch of one in eval mode; CPU bf16 autocast;
   ``channels_last``. Progressive networks are checked across their growth schedule (``on_train_step``).
+  A network that ``uses_words`` is built with ``word_dim = text_dim`` and called with random
+  :class:`~t2i.interfaces.WordFeatures` throughout; it must also work with words of several lengths, depend
+  on them, and (unless it declares ``masks_words = False``) ignore what lies at padding positions. A
+  multi-scale generator's outputs all enter the gradient check; a multi-scale discriminator is given an
+  image pyramid and its per-scale outputs are checked summed.
+- text encoders with word features (``word_dim``): ``forward_words`` gives ``forward``'s embeddings and
+  ``(N, L, word_dim)`` finite features with a bool mask, a real token in every row, rows independent.
 - text encoders, losses, data sets and metrics: their interface, with the same spirit (see each check).
 - :func:`check_training_step`: a few real steps of the engine (:class:`t2i.engine.trainer.Trainer`), with
   an adversarial loss and weighted terms, each of which must be logged.
@@ -85,6 +92,7 @@ from ._common import Report, default_options, registered
 from .data import check_dataset, check_metric
 from .discriminators import check_discriminator
 from .generators import check_generator
+from .loggers import check_logger
 from .losses import KNOWN_NEEDS, check_loss
 from .pairs import check_pair, refusal_expected
 from .text import check_text_encoder
@@ -101,6 +109,7 @@ __all__ = [
     "check_loss",
     "check_dataset",
     "check_metric",
+    "check_logger",
     "check_training_step",
     "check_pair",
     "refusal_expected",
@@ -121,6 +130,7 @@ CHECKS: dict[str, Callable[..., Report]] = {
     "losses": check_loss,
     "datasets": check_dataset,
     "metrics": check_metric,
+    "loggers": check_logger,
 }
 
 

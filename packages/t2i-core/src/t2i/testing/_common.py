@@ -233,6 +233,9 @@ def _check_registration(report: Report, kind: str, name: str) -> None:
 def _build(kind: str, name: str, cfg: Any, seed: int, base: type, **context: Any) -> Any:
     """Create ``name`` from an already validated config under ``torch.manual_seed(seed)``."""
     torch.manual_seed(seed)
+    if kind in ("generators", "discriminators") and "text_dim" in context and "word_dim" not in context:
+        if getattr(registry(kind).get(name).factory, "uses_words", False):
+            context = {**context, "word_dim": context["text_dim"]}  # words as wide as the text, in the kit
     obj = registry(kind).create(name, copy.deepcopy(cfg), **context)
     assert isinstance(obj, base), (
         f"the factory built a {type(obj).__name__}, which is not a t2i {base.__name__}"

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..interfaces import DiscOutput, Discriminator
+from ..engine.scales import downsample, scales_of
+from ..interfaces import DiscOutput, Discriminator, WordFeatures
 from ._common import (
     _DIFFERS,
     Report,
@@ -38,7 +39,9 @@ from .networks import (
     _first_build,
     _phases,
     _pick_resolutions,
+    _check_words,
     _where,
+    _words_for,
 )
 
 
@@ -81,13 +84,30 @@ def _discriminator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_
     text, text2 = _randn((b, text_dim), 3), _randn((b, text_dim), 4)
     mismatched = text.roll(1, 0)
     w_logits, w_mismatched = _randn((b,), 5), _randn((b,), 6)
+    words, words2 = _words_for(d, b, text_dim, 21), _words_for(d, b, text_dim, 22)
+
+    def run(m: nn.Module, x: Tensor, t_: Tensor, mismatched_text: Tensor | None = None,
+            w: WordFeatures | None = None) -> DiscOutput:
+        """``m(x, text[, mismatched_text])``, with word features (rolled for the mismatched text, as the engine
+        rolls the captions) for a discriminator that uses them."""
+        scales = scales_of(m)
+        x_in: Any = x if len(scales) == 1 else [downsample(x, s) for s in scales]  # an image pyramid
+        if words is None:
+            out = m(x_in, t_, mismatched_text=mismatched_text)
+        else:
+            w = (words if w is None else w)[: len(x)]
+            out = m(x_in, t_, mismatched_text=mismatched_text, words=w,
+                    mismatched_words=None if mismatched_text is None else w.roll(1))
+        return out if len(scales) == 1 else _merged(out, len(scales))
 
     def objective_on(x: Tensor) -> Callable[[nn.Module], Tensor]:
         def objective(m: nn.Module) -> Tensor:
-            out = m(x, text, mismatched_text=mismatched)
+            out = run(m, x, text, mismatched)
             total = (out.logits.float() * w_logits).sum() + (
                 out.mismatched_logits.float() * w_mismatched
             ).sum()
+            if out.uncond_logits is not None:
+                total = total + (out.uncond_logits.float() * _randn((b,), 7)).sum()
             for i, f in enumerate(out.features):
                 total = total + (f.float() * _randn(f.shape, 100 + i)).sum() / math.sqrt(f.numel())
             return total
@@ -100,12 +120,12 @@ def _discriminator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_
             _set_phase(d, seen)
             with torch.no_grad():
                 where = _where(d, seen)
-                _assert_disc_output(d(image, text), b, d, where, mismatched=False)
-                _assert_disc_output(d(image, text, mismatched_text=mismatched), b, d, where, mismatched=True)
+                _assert_disc_output(run(d, image, text), b, d, where, mismatched=False)
+                _assert_disc_output(run(d, image, text, mismatched), b, d, where, mismatched=True)
         d.eval()
         _set_phase(d, 0)
         with torch.no_grad():
-            out = d(image, text, mismatched_text=mismatched)
+            out = run(d, image, text, mismatched)
         _assert_disc_output(out, b, d, " in eval mode", mismatched=True)
 
     with report.check(f"gradients at {r} px"):
@@ -121,8 +141,8 @@ def _discriminator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_
         for seen in sorted({0, _final(m)}):
             _set_phase(m, seen)
             with torch.no_grad():
-                out = m(image, text, mismatched_text=mismatched)
-                other_text, other_image = m(image, text2).logits, m(image2, text).logits
+                out = run(m, image, text, mismatched)
+                other_text, other_image = run(m, image, text2, w=words2).logits, run(m, image2, text).logits
             _comparable(out.logits, out.mismatched_logits, other_text, other_image)
             assert _max_diff(out.logits, other_text) > _DIFFERS, (
                 f"the logits do not depend on the text embedding{_where(m, seen)} (the caption is ignored)"
@@ -135,23 +155,23 @@ def _discriminator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_
             )
 
     def both_logits(m: nn.Module) -> dict[str, Tensor]:
-        out = m(image, text, mismatched_text=mismatched)
+        out = run(m, image, text, mismatched)
         return {"logits": out.logits, "mismatched_logits": out.mismatched_logits}
 
-    _check_reproducible(report, r, build, lambda m: {"logits": m(image, text).logits}, both_logits)
+    _check_reproducible(report, r, build, lambda m: {"logits": run(m, image, text).logits}, both_logits)
 
     with report.check(f"a batch of one in eval mode at {r} px"):
         m = copy.deepcopy(d).eval()
         for seen in sorted({0, _final(m)}):
             _set_phase(m, seen)
             with torch.no_grad():
-                out = m(image[:1], text[:1], mismatched_text=mismatched[:1])
+                out = run(m, image[:1], text[:1], mismatched[:1])
             _assert_disc_output(out, 1, m, f" for a batch of one{_where(m, seen)}", mismatched=True)
 
     with report.check(f"CPU bf16 autocast at {r} px"):
         m = copy.deepcopy(d).eval()
         with torch.no_grad(), _bf16():
-            out = m(image, text, mismatched_text=mismatched)
+            out = run(m, image, text, mismatched)
         _assert_disc_output(out, b, m, " under bf16 autocast", mismatched=True)
         _assert_bf16_backward(m.train(), objective_on(image.clone().requires_grad_(True)))
 
@@ -160,12 +180,32 @@ def _discriminator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_
         cl = copy.deepcopy(d).to(memory_format=torch.channels_last).eval()
         x_cl = image.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            a_out, b_out = ref(image, text).logits, cl(x_cl, text).logits
+            a_out, b_out = run(ref, image, text).logits, run(cl, x_cl, text).logits
         _comparable(a_out, b_out)
         assert torch.allclose(a_out, b_out, rtol=1e-4, atol=1e-4), (
             f"a channels_last input changes the logits (max difference {_max_diff(a_out, b_out):.3g})"
         )
         objective_on(x_cl.clone().requires_grad_(True))(cl.train()).backward()
+
+    def logits_with(m: nn.Module, w: WordFeatures) -> Tensor:
+        return run(m, image, text, w=w).logits
+
+    _check_words(report, r, copy.deepcopy(d), text_dim, b, logits_with,
+                 lambda out, where: _assert_finite(out, f"logits{where}"))
+
+
+def _merged(outs: Any, n: int) -> Any:
+    """A multi-scale discriminator's outputs (one :class:`DiscOutput` per scale) as one, for the checks: the
+    logits summed over the scales, the features of every scale; anything else is returned as it is."""
+    if not isinstance(outs, (list, tuple)) or len(outs) != n or not all(isinstance(o, DiscOutput) for o in outs):
+        return outs
+
+    def total(name: str) -> Tensor | None:
+        values = [getattr(o, name) for o in outs]
+        return None if any(v is None for v in values) else sum(values[1:], values[0])
+
+    return DiscOutput(logits=total("logits"), features=[f for o in outs for f in o.features],
+                      mismatched_logits=total("mismatched_logits"), uncond_logits=total("uncond_logits"))
 
 
 def _assert_disc_output(out: Any, b: int, d: Discriminator, where: str, mismatched: bool) -> None:

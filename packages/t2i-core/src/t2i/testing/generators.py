@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..interfaces import Generator
+from ..interfaces import Generator, WordFeatures, final_image
 from ._common import (
     _DIFFERS,
     Report,
@@ -36,7 +36,9 @@ from .networks import (
     _first_build,
     _phases,
     _pick_resolutions,
+    _check_words,
     _where,
+    _words_for,
 )
 
 
@@ -76,22 +78,34 @@ def _generator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_dim:
     z, text = _randn((b, g.z_dim), 1), _randn((b, text_dim), 2)
     z2, text2 = _randn((b, g.z_dim), 3), _randn((b, text_dim), 4)
     weights = _randn(shape, 5)
+    words, words2 = _words_for(g, b, text_dim, 21), _words_for(g, b, text_dim, 22)
+
+    def run(m: nn.Module, z_: Tensor, t_: Tensor, w: WordFeatures | None = None) -> Tensor:
+        """``m(z, text)``, with word features for a generator that uses them; its full-resolution image."""
+        if words is None:
+            return final_image(m(z_, t_))
+        w = words if w is None else w
+        return final_image(m(z_, t_, words=w[: len(z_)]))
 
     def objective(m: nn.Module) -> Tensor:
-        return (m(z, text).float() * weights).sum()
+        """A random projection of every output (every scale of a multi-scale generator)."""
+        out = m(z, text) if words is None else m(z, text, words=words)
+        outs = [out] if isinstance(out, Tensor) else list(out)
+        return sum(((o.float() * (weights if i == len(outs) - 1 else _randn(o.shape, 50 + i))).sum()
+                    for i, o in enumerate(outs)), torch.zeros(()))
 
     with report.check(f"output at {r} px"):
         g.train()
         for seen in _phases(g):
             _set_phase(g, seen)
             with torch.no_grad():
-                _assert_image(g(z, text), shape, z.dtype, _where(g, seen))
+                _assert_image(run(g, z, text), shape, z.dtype, _where(g, seen))
         g.eval()
         _set_phase(g, 0)
         with torch.no_grad():
-            _assert_image(g(z, text), shape, z.dtype, " in eval mode")
+            _assert_image(run(g, z, text), shape, z.dtype, " in eval mode")
             # large inputs saturate the last layer: a generator in range by luck of its init is caught here
-            big = g.train()(z * 10, text * 10).detach().float()
+            big = run(g.train(), z * 10, text * 10).detach().float()
         _assert_range(big[torch.isfinite(big)], " for large inputs (z and text x 10)")
 
     with report.check(f"gradients at {r} px"):
@@ -102,7 +116,7 @@ def _generator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_dim:
         for seen in sorted({0, _final(m)}):
             _set_phase(m, seen)
             with torch.no_grad():
-                base, other_text, other_noise = m(z, text), m(z, text2), m(z2, text)
+                base, other_text, other_noise = run(m, z, text), run(m, z, text2, words2), run(m, z2, text)
             _comparable(base, other_text, other_noise)
             assert _max_diff(base, other_text) > _DIFFERS, (
                 f"the output does not depend on the text embedding{_where(m, seen)} (the caption is ignored)"
@@ -112,7 +126,7 @@ def _generator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_dim:
             )
 
     def outputs(m: nn.Module) -> dict[str, Tensor]:
-        return {"outputs": m(z, text)}
+        return {"outputs": run(m, z, text)}
 
     _check_reproducible(report, r, build, outputs, outputs)
 
@@ -121,13 +135,13 @@ def _generator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_dim:
         for seen in sorted({0, _final(m)}):
             _set_phase(m, seen)
             with torch.no_grad():
-                out = m(z[:1], text[:1])
+                out = run(m, z[:1], text[:1])
             _assert_image(out, (1, 3, r, r), z.dtype, f" for a batch of one{_where(m, seen)}")
 
     with report.check(f"CPU bf16 autocast at {r} px"):
         m = copy.deepcopy(g).eval()
         with torch.no_grad(), _bf16():
-            out = m(z, text)
+            out = run(m, z, text)
         _assert_image(out, shape, None, " under bf16 autocast", tol=1e-2)
         _assert_bf16_backward(m.train(), objective)
 
@@ -135,13 +149,17 @@ def _generator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_dim:
         ref = copy.deepcopy(g).eval()
         cl = copy.deepcopy(g).to(memory_format=torch.channels_last).eval()
         with torch.no_grad():
-            a_out, b_out = ref(z, text), cl(z, text)
+            a_out, b_out = run(ref, z, text), run(cl, z, text)
         _comparable(a_out, b_out)
         _assert_image(b_out, shape, z.dtype, " with channels_last weights")
         assert torch.allclose(a_out, b_out, rtol=1e-4, atol=1e-4), (
             f"channels_last weights change the output (max difference {_max_diff(a_out, b_out):.3g})"
         )
         objective(cl.train()).backward()
+
+    _check_words(report, r, copy.deepcopy(g), text_dim, b,
+                 lambda m, w: final_image(m(z, text, words=w)),
+                 lambda out, where: _assert_image(out, shape, z.dtype, where))
 
 
 def _assert_z_dim(g: Generator) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..engine.generate import generate_images, uses_words
+from ..engine.preflight import random_words
 from ..errors import UsageError
 from ..interfaces import NEEDS, AdversarialLoss, Discriminator, Generator, LossTerm, StepOutputs
 from ..plugins import registry
@@ -169,17 +171,29 @@ def _loss_step(
     text = torch.randn(b, text_dim, generator=gen)
     captions = [f"caption number {i % 3}" for i in range(b)]  # for terms that need the strings (one repeats)
     z = torch.randn(b, G.z_dim, generator=gen)
+    # word features for a term that needs them or a network that reads them (rows of 6, 5, ... tokens)
+    words = random_words(b, 6, text_dim, gen) if "words" in needs or uses_words(G) or uses_words(D) else None
+
+    def g_(z_: Tensor, t_: Tensor) -> Tensor:
+        return generate_images(G, z_, t_, words)
+
+    def d_(x: Tensor, t_: Tensor, mismatched_text: Tensor | None = None) -> Any:
+        if not uses_words(D):
+            return D(x, t_, mismatched_text)
+        assert words is not None
+        return D(x, t_, mismatched_text, words=words,
+                 mismatched_words=None if mismatched_text is None else words.roll(1))
 
     # D step
     torch.manual_seed(seed)
     mismatched = text.roll(1, 0) if "mismatched" in needs else None
     with torch.no_grad(), ctx():
-        fake = G(z, text)
+        fake = g_(z, text)
     real_d = real.detach().requires_grad_(True) if "real_grad" in needs else real
     text_d = text.detach().requires_grad_(True) if "text_grad" in needs else text  # as the engine does
     with ctx():
-        real_out, fake_out = D(real_d, text_d, mismatched), D(fake, text_d)
-    d_out = StepOutputs(real_out, fake_out, real_d, fake, text_d, adversarial, D, G, 0, captions)
+        real_out, fake_out = d_(real_d, text_d, mismatched), d_(fake, text_d)
+    d_out = StepOutputs(real_out, fake_out, real_d, fake, text_d, adversarial, D, G, 0, captions, words)
     d_value = term.d_loss(d_out)
     if d_value is not None:
         d_value = _checked_value(d_value, "d_loss", D, "the discriminator", check_grads)
@@ -189,13 +203,13 @@ def _loss_step(
     for p in D.parameters():
         p.requires_grad_(False)
     with ctx():
-        fake = G(z, text)
-        fake_out = D(fake, text)
+        fake = g_(z, text)
+        fake_out = d_(fake, text)
         real_out = None
         if "real_in_g_step" in needs:
             with torch.no_grad():
-                real_out = D(real, text)
-    g_value = term.g_loss(StepOutputs(real_out, fake_out, real, fake, text, adversarial, D, G, 0, captions))
+                real_out = d_(real, text)
+    g_value = term.g_loss(StepOutputs(real_out, fake_out, real, fake, text, adversarial, D, G, 0, captions, words))
     if g_value is not None:
         g_value = _checked_value(g_value, "g_loss", G, "the generator", check_grads)
     return d_value, g_value

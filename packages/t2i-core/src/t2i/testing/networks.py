@@ -1,6 +1,7 @@
 """What the generator and discriminator checks share: which resolutions to check, where a progressive
 network is probed along its growth, building at a resolution, and the properties that only differ in
-what is called (determinism, state-dict round trip, bf16 gradients)."""
+what is called (determinism, state-dict round trip, bf16 gradients), and the word-feature checks of a network
+that ``uses_words``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..engine.generate import uses_words
+from ..engine.preflight import random_words
 from ..errors import UsageError
+from ..interfaces import WordFeatures
 from ._common import (
     _NETWORKS,
     Report,
@@ -24,6 +28,7 @@ from ._common import (
     _round_trip,
     _same_under_seed,
     _set_phase,
+    _DIFFERS,
 )
 
 # images_seen values at which progressive networks are checked: every half decade from 10 to 1e12,
@@ -163,3 +168,49 @@ def _assert_bf16_backward(model: nn.Module, objective: Callable[[nn.Module], Ten
     loss.backward()
     bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
     assert not bad, f"non-finite gradients under bf16 autocast: {_names(bad)}"
+
+
+def _words_for(net: nn.Module, b: int, dim: int, seed: int, length: int = 6) -> WordFeatures | None:
+    """Random word features for ``net`` (rows ``length``, ``length - 1``, ... tokens long), or ``None`` when
+    it does not use words."""
+    if not uses_words(net):
+        return None
+    return random_words(b, length, dim, torch.Generator().manual_seed(seed))
+
+
+def _check_words(report: Report, r: int, net: nn.Module, dim: int, b: int,
+                 outputs: Callable[[nn.Module, WordFeatures], Tensor], check: Callable[[Tensor, str], None]) -> None:
+    """For a network that ``uses_words``: word features of several lengths work (``check`` each output), other
+    words change the output, and, unless it declares ``masks_words = False``, what lies at padding positions
+    does not (the mask is honoured)."""
+    if not uses_words(net):
+        report.skipped.append(f"word features at {r} px (uses_words = False)")
+        return
+    net = net.eval()
+    with report.check(f"word features of several lengths at {r} px"):
+        for length in (1, 3, 9):
+            with torch.no_grad():
+                check(outputs(net, random_words(b, length, dim, torch.Generator().manual_seed(length))),
+                      f" with {length}-token word features")
+    with report.check(f"word features change the output at {r} px"):
+        words = random_words(b, 4, dim, torch.Generator().manual_seed(31))
+        other = random_words(b, 4, dim, torch.Generator().manual_seed(32))
+        with torch.no_grad():
+            a, c = outputs(net, words), outputs(net, other)
+        assert _max_diff(a, c) > _DIFFERS, "the output does not depend on the word features (they are ignored)"
+    if not getattr(net, "masks_words", True):
+        report.skipped.append(f"padding invariance at {r} px (masks_words = False)")
+        return
+    with report.check(f"padding positions do not change the output at {r} px"):
+        words = random_words(b, 4, dim, torch.Generator().manual_seed(33))
+        noise = torch.randn(b, 9, dim, generator=torch.Generator().manual_seed(34)) * 10
+        mask = torch.zeros(b, 9, dtype=torch.bool)
+        mask[:, :4] = words.mask
+        features = torch.where(mask[..., None], torch.nn.functional.pad(words.features, (0, 0, 0, 5)), noise)
+        with torch.no_grad():
+            a, c = outputs(net, words), outputs(net, WordFeatures(features, mask))
+        _comparable(a, c)
+        assert torch.allclose(a, c, rtol=1e-4, atol=1e-5), (
+            f"values at padding positions (mask False) change the output (max difference {_max_diff(a, c):.3g}): "
+            "mask the padding out of attention and pooling, or declare masks_words = False"
+        )

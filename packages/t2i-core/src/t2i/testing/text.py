@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..interfaces import TextEncoder
+from ..interfaces import TextEncoder, WordFeatures
 from ._common import (
     _DIFFERS,
     Report,
@@ -100,6 +100,12 @@ def check_text_encoder(
             unseen = enc(enc.tokenize(["zyxwv qwerty", ""]))
             _assert_finite(unseen, "the embedding of unseen words and of an empty caption")
 
+    if enc.word_dim is not None:
+        with report.check("word features"):
+            _check_words(enc, captions)
+    else:
+        report.skipped.append("word features (word_dim = None: sentence embeddings only)")
+
     if enc.trainable:
         with report.check("gradients (trainable)"):
             m = _perturbed(enc).train()
@@ -144,3 +150,41 @@ def check_text_encoder(
 
     report.raise_for_failures()
     return report
+
+
+def _check_words(enc: TextEncoder, captions: list[str]) -> None:
+    """``forward_words``: the sentence embeddings of ``forward`` and ``(N, L, word_dim)`` finite features with a
+    ``(N, L)`` bool mask (a real token in every row), rows independent of
+    the batch."""
+    n, dim = len(captions), enc.word_dim
+    assert isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1, (
+        f"word_dim must be a positive int or None, got {dim!r}"
+    )
+    tokens = enc.tokenize(captions)
+    with torch.no_grad():
+        emb = enc(tokens)
+        sentence, words = enc.forward_words(tokens)
+        assert torch.allclose(sentence, emb, rtol=1e-5, atol=1e-6), (
+            f"forward_words(tokens)[0] differs from forward(tokens) (max difference {_max_diff(sentence, emb):.3g})"
+        )
+        assert isinstance(words, WordFeatures), f"forward_words returned {type(words).__name__}, expected WordFeatures"
+        f, m = words.features, words.mask
+        assert f.dim() == 3 and f.shape[0] == n and f.shape[2] == dim, (
+            f"word features shape {tuple(f.shape)}, expected ({n}, L, {dim}) (word_dim = {dim})"
+        )
+        assert m.dtype == torch.bool and tuple(m.shape) == tuple(f.shape[:2]), (
+            f"word mask {tuple(m.shape)} {m.dtype}, expected a ({n}, {f.shape[1]}) bool tensor"
+        )
+        assert bool(m.any(1).all()), "a caption has no real token in the word mask (every row needs one)"
+        assert m.shape[1] == int(m.sum(1).max()) or m.shape[1] == tokens.shape[-1], (
+            "the word features are longer than the longest caption (L must be the batch's longest, or the context)"
+        )
+        _assert_finite(f, "the word features")
+        idx = torch.tensor([3, 0, 3])
+        _, part = enc.forward_words(tokens[idx])
+        for row, i in enumerate(idx.tolist()):
+            k = int(m[i].sum())
+            assert torch.equal(part.mask[row, :k], m[i, :k]) and torch.allclose(
+                part.features[row, :k][part.mask[row, :k]], f[i, :k][m[i, :k]], rtol=1e-4, atol=1e-5), (
+                "the word features of a caption depend on the other rows of the batch"
+            )

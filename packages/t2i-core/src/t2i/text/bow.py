@@ -17,6 +17,10 @@ captions uses); a caption's embedding is then ``sum(c_w^k v_w) / sum(c_w^k)``. U
 the embedding little: on the Shapes data, captions in held-out phrasings land 0.62 of the distance
 between two different images' captions from their image's training captions with the plain mean, and
 0.14 with ``k = 4``. With one caption per image every weight is 1 (the plain mean).
+
+Word features (:meth:`BagOfWords.forward_words`): the caption's word vectors themselves, ``(B, L, dim)``
+with ``L`` the batch's longest caption (an empty caption has one zero ``<pad>`` vector); the sentence
+embedding is exactly :meth:`~BagOfWords.forward`'s.
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..interfaces import TextEncoder
+from ..interfaces import TextEncoder, WordFeatures
 from .glove import glove_init
 
-__all__ = ["BagOfWordsConfig", "BagOfWords", "VocabularyEncoder", "words"]
+__all__ = ["BagOfWordsConfig", "BagOfWords", "VocabularyEncoder", "words", "token_mask"]
 
 PAD, UNK = "<pad>", "<unk>"
 _WORD = re.compile(r"[a-z0-9']+")
@@ -42,6 +46,15 @@ _WORD = re.compile(r"[a-z0-9']+")
 def words(caption: str) -> list[str]:
     """The tokens of a caption: lower-case runs of letters, digits and apostrophes."""
     return _WORD.findall(caption.lower())
+
+
+def token_mask(tokens: Tensor) -> Tensor:
+    """``(B, L)`` bool: ``True`` at the words of left-aligned token ids (``0`` is ``<pad>``); an empty caption
+    counts its first position, a ``<pad>`` word, so that every row has one (:class:`~t2i.interfaces.WordFeatures`)."""
+    mask = tokens != 0
+    if mask.shape[1]:
+        mask[:, 0] = True
+    return mask
 
 
 @dataclass
@@ -109,6 +122,7 @@ class BagOfWords(VocabularyEncoder):
         super().__init__()
         self.cfg = cfg or BagOfWordsConfig()
         self.dim = self.cfg.dim
+        self.word_dim = self.cfg.dim  # its word features are its word vectors
         self.trainable = self.cfg.trainable
         self.vocab: list[str] = [PAD, UNK]
         self.glove_report: dict[str, Any] = {}
@@ -148,7 +162,17 @@ class BagOfWords(VocabularyEncoder):
         self.embedding.weight.requires_grad_(self.trainable)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        vectors = self.embedding(tokens)  # (B, L, dim), zeros at padding
+        return self._pool(tokens, self.embedding(tokens))
+
+    def forward_words(self, tokens: Tensor) -> tuple[Tensor, WordFeatures]:
+        """The sentence embeddings (:meth:`forward`'s) and the word vectors, ``(B, L, dim)``, ``L`` the longest caption."""
+        vectors = self.embedding(tokens)
+        mask = token_mask(tokens)
+        longest = int(mask.sum(1).max()) if len(tokens) else 0
+        return self._pool(tokens, vectors), WordFeatures(vectors[:, :longest], mask[:, :longest])
+
+    def _pool(self, tokens: Tensor, vectors: Tensor) -> Tensor:
+        """(Weighted) mean of ``vectors`` ``(B, L, dim)``, zeros at padding."""
         if not self.consistency:
             counts = (tokens != 0).sum(1, keepdim=True).clamp_min(1)
             return vectors.sum(1) / counts

@@ -7,6 +7,9 @@ their options), the captions in order, and a fingerprint of the encoder (its ``s
 the caption count, the captions' and the encoder's digests and the sha256 of the table itself; a file
 whose metadata or tensor does not match (edited, truncated, another version) is recomputed and replaced,
 never reused.
+
+Word features are not stored here: a frozen encoder's are kept on the device when small and recomputed per
+batch otherwise (:mod:`t2i.engine.captions` says why, with what caching them would cost on COCO).
 """
 
 from __future__ import annotations

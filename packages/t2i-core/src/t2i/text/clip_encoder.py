@@ -6,11 +6,15 @@ tag through open-clip's cache (downloaded when online). Offline without weights 
 naming what to pass. OpenAI's weights were trained with QuickGELU: use a ``-quickgelu`` model name or
 ``quick_gelu = true`` with them, or the embeddings are silently wrong. See :mod:`t2i.clip`.
 
-Like ``minilm``, the model is frozen and its "tokens" are the final embeddings: :meth:`tokenize` runs the
-text tower (batched, no gradients) and :meth:`forward` is the identity. The engine computes them once per
-data set and keeps them on disk (``cache_embeddings``). The model is not a submodule, so checkpoints stay
-small; :meth:`extra_state` records the model and the sha256 of its weights file, and a checkpoint made with
-other weights is refused.
+:meth:`~ClipTextEncoder.tokenize` returns CLIP's token ids ``(N, context)`` (77 for the OpenAI models) and
+:meth:`~ClipTextEncoder.forward` runs the frozen text tower on them (no gradients, ``cfg.device``). The engine
+runs it once per data set and keeps the sentence embeddings on disk (``cache_embeddings``).
+:meth:`~ClipTextEncoder.forward_words` also returns the token features: the text transformer's outputs
+before pooling, through ``ln_final`` and the text projection (``word_dim = embed_dim``, 512 for ViT-B-32, in
+the space of the sentence embedding but not normalised), masked from the start token to the end token.
+
+The model is not a submodule, so checkpoints stay small; :meth:`extra_state` records the model and the sha256
+of its weights file, and a checkpoint made with other weights is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch import Tensor
 
 from ..clip import ClipBundle, load_clip
 from ..errors import UsageError
-from ..interfaces import TextEncoder
+from ..interfaces import TextEncoder, WordFeatures
 
 __all__ = ["ClipTextConfig", "ClipTextEncoder"]
 
@@ -40,7 +44,7 @@ class ClipTextConfig:
 
 
 class ClipTextEncoder(TextEncoder):
-    """A frozen CLIP text tower. ``tokenize`` returns the normalised embeddings; ``forward`` is the identity."""
+    """A frozen CLIP text tower. ``tokenize`` returns CLIP's token ids; ``forward`` runs the tower on them."""
 
     trainable = False
     cache_embeddings = True
@@ -52,19 +56,40 @@ class ClipTextEncoder(TextEncoder):
                                             pretrained=self.cfg.pretrained or None, quick_gelu=self.cfg.quick_gelu,
                                             device=self.cfg.device)
         self.dim = self.bundle.embed_dim
+        self.word_dim = self.bundle.embed_dim  # token features are projected like the sentence embedding
 
     def tokenize(self, captions: Sequence[str]) -> Tensor:
         captions = list(captions)
         if not captions:
-            return torch.empty(0, self.dim)
-        with torch.no_grad():
-            rows = [self.bundle.encode_text(captions[i : i + _BATCH]) for i in range(0, len(captions), _BATCH)]
-        return torch.cat(rows).float().cpu()
+            return torch.zeros(0, 1, dtype=torch.long)
+        return self.bundle.tokenizer(captions).long()
 
     def forward(self, tokens: Tensor) -> Tensor:
-        if tokens.shape[-1] != self.dim:
-            raise ValueError(f"clip: expected rows of tokenize() with {self.dim} columns, got shape {tuple(tokens.shape)}")
-        return tokens
+        return self._run(tokens, words=False)[0]
+
+    def forward_words(self, tokens: Tensor) -> tuple[Tensor, WordFeatures]:
+        """The sentence embeddings and the token features ``(B, L, embed_dim)``, ``L`` up to the batch's longest
+        caption's end token, from one pass of the text tower."""
+        sentence, words = self._run(tokens, words=True)
+        assert words is not None
+        return sentence, words
+
+    @torch.no_grad()
+    def _run(self, tokens: Tensor, *, words: bool) -> tuple[Tensor, WordFeatures | None]:
+        if tokens.dtype != torch.long or tokens.dim() != 2:
+            raise ValueError(f"clip: expected the token ids of tokenize(), got {tuple(tokens.shape)} {tokens.dtype}")
+        if not len(tokens):
+            return torch.empty(0, self.dim, device=tokens.device), (
+                WordFeatures(torch.empty(0, 1, self.dim, device=tokens.device),
+                             torch.ones(0, 1, dtype=torch.bool, device=tokens.device)) if words else None)
+        parts = [self.bundle.encode_tokens(tokens[i : i + _BATCH], words=words) for i in range(0, len(tokens), _BATCH)]
+        sentence = torch.cat([p[0] for p in parts])
+        if not words:
+            return sentence, None
+        mask = torch.cat([p[2] for p in parts])  # type: ignore[misc]
+        longest = int(mask.sum(1).max())
+        features = torch.cat([p[1] for p in parts])[:, :longest]  # type: ignore[index]
+        return sentence, WordFeatures(features * mask[:, :longest, None], mask[:, :longest])
 
     def extra_state(self) -> dict[str, Any]:
         return {"model": self.bundle.name, "weights": self.bundle.weights, "weights_sha256": self.bundle.weights_sha256,

@@ -8,6 +8,13 @@ state in each direction (``dim / 2`` each). Padding never reaches the GRU (packe
 caption's embedding does not depend on the other captions of its batch; an empty caption is read as one
 ``<pad>`` word (a zero vector).
 
+Word features (:meth:`GRUEncoder.forward_words`, for networks and terms that attend to words, as AttnGAN's
+do): the GRU's per-word outputs, both directions concatenated, ``(B, L, dim)`` with ``L`` the batch's longest
+caption, from the same pass as the sentence embedding (DAMSM's ``words_emb`` and ``sent_emb``). Note the two
+sizes: the option ``word_dim`` is the size of the word *vectors fed to* the GRU (the GloVe size); the
+encoder's attribute :attr:`GRUEncoder.word_dim` (the interface's) is the size of the word *features it
+returns*, ``dim``.
+
 ``glove=PATH`` initialises the word vectors from a local GloVe file (``word_dim`` must be the file's
 size); ``freeze_words`` then keeps them fixed while the GRU trains. With ``trainable = true`` (default)
 the encoder's parameters join the discriminator's optimiser; the generator sees its output detached.
@@ -20,9 +27,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .bow import PAD, UNK, VocabularyEncoder
+from ..interfaces import WordFeatures
+from .bow import PAD, UNK, VocabularyEncoder, token_mask
 
 __all__ = ["GRUConfig", "GRUEncoder"]
 
@@ -30,7 +38,8 @@ __all__ = ["GRUConfig", "GRUEncoder"]
 @dataclass
 class GRUConfig:
     dim: int = field(default=128, metadata={"help": "sentence embedding size (dim / 2 per direction; even)"})
-    word_dim: int = field(default=128, metadata={"help": "word vector size (= the GloVe file's size when glove is set)"})
+    word_dim: int = field(default=128, metadata={"help": "size of the word vectors fed to the GRU (= the GloVe file's size "
+                                                         "when glove is set); the word features it returns are dim"})
     layers: int = field(default=1, metadata={"help": "stacked GRU layers"})
     max_words: int = field(default=40, metadata={"help": "words kept per caption (longer captions are cut)"})
     min_count: int = field(default=1, metadata={"help": "words seen fewer times in training map to <unk>"})
@@ -52,6 +61,7 @@ class GRUEncoder(VocabularyEncoder):
         super().__init__()
         self.cfg = cfg or GRUConfig()
         self.dim = self.cfg.dim
+        self.word_dim = self.cfg.dim  # word FEATURES: both directions' outputs (cfg.word_dim is the input vectors')
         self.trainable = self.cfg.trainable
         self.gru = nn.GRU(self.cfg.word_dim, self.dim // 2, num_layers=self.cfg.layers, batch_first=True,
                           bidirectional=True)
@@ -66,8 +76,23 @@ class GRUEncoder(VocabularyEncoder):
         self.embedding.weight.requires_grad_(self.trainable and not self.cfg.freeze_words)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        lengths = (tokens != 0).sum(1).clamp_min(1).cpu()  # words are left-aligned; an empty caption reads one <pad>
+        return self._run(tokens, words=False)[0]
+
+    def forward_words(self, tokens: Tensor) -> tuple[Tensor, WordFeatures]:
+        """The sentence embeddings and the per-word outputs of both directions, ``(B, L, dim)``, from one pass."""
+        sentence, words = self._run(tokens, words=True)
+        assert words is not None
+        return sentence, words
+
+    def _run(self, tokens: Tensor, *, words: bool) -> tuple[Tensor, WordFeatures | None]:
+        mask = token_mask(tokens)  # words are left-aligned; an empty caption reads one <pad>
+        lengths = mask.sum(1).cpu()
         vectors = self.embedding(tokens)
         packed = pack_padded_sequence(vectors, lengths, batch_first=True, enforce_sorted=False)
-        _, hidden = self.gru(packed)  # (layers * 2, B, dim / 2)
-        return torch.cat([hidden[-2], hidden[-1]], dim=1)
+        out, hidden = self.gru(packed)  # hidden: (layers * 2, B, dim / 2)
+        sentence = torch.cat([hidden[-2], hidden[-1]], dim=1)
+        if not words:
+            return sentence, None
+        longest = int(lengths.max()) if len(lengths) else 0
+        features, _ = pad_packed_sequence(out, batch_first=True, total_length=longest)  # zeros at padding
+        return sentence, WordFeatures(features, mask[:, :longest])

@@ -12,6 +12,10 @@ The head is trained with the discriminator's optimiser (as a trainable encoder i
 stays as it is (a frozen one stays frozen). With a frozen encoder, its embeddings are computed once per
 run in :meth:`HeadedTextEncoder.tokenize` (not in the on-disk cache) and only the head runs every step.
 Dropout is active in training mode only: call ``.eval()`` for inference.
+
+Word features pass through the head unchanged: a trainable encoder's :meth:`~HeadedTextEncoder.forward_words`
+returns the head's sentence embedding and the encoder's word features. With a frozen encoder the tokens are
+its sentence embeddings, so the headed encoder has no word features (``word_dim = None``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..interfaces import TextEncoder
+from ..interfaces import TextEncoder, WordFeatures
 
 __all__ = ["HEAD_OPTIONS", "TextHeadConfig", "HeadedTextEncoder", "text_head", "fit_encoder"]
 
@@ -71,6 +75,7 @@ class HeadedTextEncoder(TextEncoder):
         self.base = encoder
         self.cfg = cfg
         self.dim = cfg.head_dim or encoder.dim
+        self.word_dim = encoder.word_dim if encoder.trainable else None
         self.head = text_head(cfg.head, encoder.dim, self.dim, cfg.head_dropout)
 
     def fit(self, captions: Sequence[str], caption_ids: Tensor | None = None) -> None:
@@ -86,6 +91,12 @@ class HeadedTextEncoder(TextEncoder):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.head(self.base(tokens) if self.base.trainable else tokens)
+
+    def forward_words(self, tokens: Tensor) -> tuple[Tensor, WordFeatures]:
+        if self.word_dim is None:
+            return super().forward_words(tokens)
+        sentence, words = self.base.forward_words(tokens)
+        return self.head(sentence), words
 
     def on_train_step(self, step: int, images_seen: int) -> None:
         self.base.on_train_step(step, images_seen)
