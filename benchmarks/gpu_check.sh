@@ -36,6 +36,10 @@ run ema-eval --steps 300 --ema 0.999 --set 'eval.metrics=["shapes_accuracy","div
 run torchrun-1gpu --nproc 1 --steps 200 --set eval.metrics=
 run resume --resume "$OUT/bf16-auto" --steps 400
 
+step "one 256 px training step of each recipe in examples/recipes (the papers' widths and batch), fp32 and bf16"
+"$PY" benchmarks/recipe_steps.py --device cuda --warmup 2 --steps 5
+"$PY" benchmarks/recipe_steps.py --device cuda --warmup 2 --steps 5 --precision bf16
+
 step "metrics on the GPU: FID/KID/IS extractor speed (t2i vs the reference libraries, same weights file)"
 if "$PY" benchmarks/metrics_speed.py --help >/dev/null 2>&1; then
   "$PY" benchmarks/metrics_speed.py --device cuda || echo "metrics_speed: needs the Inception weights file (see its --help)"
