@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -261,12 +262,13 @@ class Folder(DiskDataset):
         return out
 
 
-def _jsonl_rows(text: str, manifest: Path, problems: Problems) -> list[tuple[str, object, list[str], str | None]]:
-    rows = []
+def _json_objects(text: str, name: str, problems: Problems) -> Iterator[tuple[str, dict]]:
+    """``("<name>:<line>", object)`` for each line of a JSON-lines manifest that is a JSON object; blank lines are
+    skipped, and a line that is not JSON or not an object is counted as a bad manifest line."""
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        where = f"{manifest.name}:{number}"
+        where = f"{name}:{number}"
         try:
             obj = json.loads(line)
         except ValueError as exc:
@@ -275,6 +277,12 @@ def _jsonl_rows(text: str, manifest: Path, problems: Problems) -> list[tuple[str
         if not isinstance(obj, dict):
             problems.add("bad manifest line", where, "not a JSON object")
             continue
+        yield where, obj
+
+
+def _jsonl_rows(text: str, manifest: Path, problems: Problems) -> list[tuple[str, object, list[str], str | None]]:
+    rows = []
+    for where, obj in _json_objects(text, manifest.name, problems):
         captions = obj.get("caption", obj.get("captions"))
         captions = [captions] if isinstance(captions, str) else captions
         if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
@@ -328,18 +336,7 @@ def _no_column(where: str, what: str, column: str, found: list[str], option: str
 def _hub_jsonl_rows(text: str, manifest: Path, problems: Problems, column: str) -> list[tuple[str, object, list[str], None]]:
     """``(where, file_name, captions, None)`` per usable line of a Hub ``metadata.jsonl``."""
     rows, seen = [], {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{manifest}:{number}"
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            problems.add("bad manifest line", where, f"not JSON ({exc.msg})")
-            continue
-        if not isinstance(obj, dict):
-            problems.add("bad manifest line", where, "not a JSON object")
-            continue
+    for where, obj in _json_objects(text, str(manifest), problems):
         seen.update(dict.fromkeys(obj))
         captions = obj.get(column)
         captions = [captions] if isinstance(captions, str) else captions
