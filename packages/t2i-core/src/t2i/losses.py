@@ -22,6 +22,7 @@ from .errors import UsageError
 from .interfaces import AdversarialLoss, LossTerm, StepOutputs
 
 __all__ = [
+    "WeightedLoss",
     "BCEConfig",
     "BCELoss",
     "HingeLoss",
@@ -115,6 +116,47 @@ class LSGANLoss(AdversarialLoss):
 
     def g_fake(self, logits: Tensor) -> Tensor:
         return 0.5 * (logits.float() - self.c).pow(2).mean()
+
+
+class WeightedLoss(AdversarialLoss):
+    """Another registered adversarial loss (``base``) with D's two terms weighted: D ``real_weight * d_real(real) +
+    fake_weight * d_fake(fake)``, G ``g_fake(fake)``. The base for papers whose objective weights the parts of the
+    same functions (DF-GAN's ``(fake + mismatched) / 2``, AttnGAN's ``/ 2`` and ``/ 3``): ``d_real`` / ``d_fake`` /
+    ``g_fake`` stay the base's, unweighted, so the terms that reuse them (``matching_aware``) weight themselves."""
+
+    def __init__(self, base: str, real_weight: float, fake_weight: float, *, name: str):
+        super().__init__()
+        from .plugins import registry  # the registry holds this module's classes too
+
+        if not isinstance(base, str) or not base or base == name:
+            raise ValueError(f"base must name another registered adversarial loss such as hinge, got {base!r}")
+        for what, weight in (("real_weight", real_weight), ("fake_weight", fake_weight)):
+            if weight <= 0:
+                raise ValueError(f"{what} must be positive, got {weight}")
+        try:
+            made = registry("losses").create(base)
+        except UsageError as exc:  # an unknown name says what was meant
+            raise ValueError(f"base: {exc}") from None
+        if not isinstance(made, AdversarialLoss):
+            raise ValueError(f"base '{base}' is not an adversarial loss (it is a {type(made).__name__})")
+        self.base, self.real_weight, self.fake_weight = made, float(real_weight), float(fake_weight)
+        self.needs = frozenset(made.needs)
+
+    def on_train_step(self, step: int, images_seen: int) -> None:
+        self.base.on_train_step(step, images_seen)
+
+    def d_real(self, logits: Tensor) -> Tensor:
+        return self.base.d_real(logits)
+
+    def d_fake(self, logits: Tensor) -> Tensor:
+        return self.base.d_fake(logits)
+
+    def g_fake(self, logits: Tensor) -> Tensor:
+        return self.base.g_fake(logits)
+
+    def d_loss(self, out: StepOutputs) -> Tensor:
+        assert out.real is not None
+        return self.real_weight * self.d_real(out.real.logits) + self.fake_weight * self.d_fake(out.fake.logits)
 
 
 class MatchingAwareTerm(LossTerm):

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from t2i.errors import UsageError
-from t2i.interfaces import AdversarialLoss, LossTerm, StepOutputs
-from t2i.plugins import registry
+from t2i.interfaces import LossTerm, StepOutputs
+from t2i.losses import WeightedLoss
 
 __all__ = ["AttnGANLossConfig", "AttnGANLoss", "UnconditionalConfig", "UnconditionalTerm"]
 
@@ -59,38 +59,15 @@ class AttnGANLossConfig:
         _check_weights(self)
 
 
-class AttnGANLoss(AdversarialLoss):
+class AttnGANLoss(WeightedLoss):
     """``base``'s loss with D's conditional terms weighted: D ``real_weight * d_real(real) + fake_weight *
     d_fake(fake)``, G ``g_fake(fake)``. ``d_real`` / ``d_fake`` / ``g_fake`` are the base's, unweighted, so the
     terms that reuse them (``matching_aware``, ``unconditional``) weight themselves."""
 
     def __init__(self, cfg: AttnGANLossConfig | None = None):
-        super().__init__()
         cfg = cfg or AttnGANLossConfig()
-        try:
-            base = registry("losses").create(cfg.base)
-        except UsageError as exc:  # an unknown name says what was meant
-            raise ValueError(f"base: {exc}") from None
-        if not isinstance(base, AdversarialLoss):
-            raise ValueError(f"base '{cfg.base}' is not an adversarial loss (it is a {type(base).__name__})")
-        self.cfg, self.base = cfg, base
-        self.needs = frozenset(base.needs)
-
-    def on_train_step(self, step: int, images_seen: int) -> None:
-        self.base.on_train_step(step, images_seen)
-
-    def d_real(self, logits: Tensor) -> Tensor:
-        return self.base.d_real(logits)
-
-    def d_fake(self, logits: Tensor) -> Tensor:
-        return self.base.d_fake(logits)
-
-    def g_fake(self, logits: Tensor) -> Tensor:
-        return self.base.g_fake(logits)
-
-    def d_loss(self, out: StepOutputs) -> Tensor:
-        assert out.real is not None
-        return self.cfg.real_weight * self.d_real(out.real.logits) + self.cfg.fake_weight * self.d_fake(out.fake.logits)
+        super().__init__(cfg.base, cfg.real_weight, cfg.fake_weight, name="attngan")
+        self.cfg = cfg
 
 
 @dataclass

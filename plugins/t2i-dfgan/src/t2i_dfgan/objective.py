@@ -16,11 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import Tensor
-
-from t2i.errors import UsageError
-from t2i.interfaces import AdversarialLoss, StepOutputs
-from t2i.plugins import registry
+from t2i.losses import WeightedLoss
 
 __all__ = ["DFGANLossConfig", "DFGANLoss"]
 
@@ -42,7 +38,7 @@ class DFGANLossConfig:
             raise ValueError(f"fake_weight must be positive, got {self.fake_weight}")
 
 
-class DFGANLoss(AdversarialLoss):
+class DFGANLoss(WeightedLoss):
     """``base``'s loss with D's term on generated images weighted ``fake_weight``:
     D ``d_real(real) + fake_weight * d_fake(fake)``, G ``g_fake(fake)``.
 
@@ -51,30 +47,6 @@ class DFGANLoss(AdversarialLoss):
     """
 
     def __init__(self, cfg: DFGANLossConfig | None = None):
-        super().__init__()
         cfg = cfg or DFGANLossConfig()
-        losses = registry("losses")
-        try:
-            base = losses.create(cfg.base)
-        except UsageError as exc:  # an unknown name says what was meant
-            raise ValueError(f"base: {exc}") from None
-        if not isinstance(base, AdversarialLoss):
-            raise ValueError(f"base '{cfg.base}' is not an adversarial loss (it is a {type(base).__name__})")
-        self.cfg, self.base, self.fake_weight = cfg, base, float(cfg.fake_weight)
-        self.needs = frozenset(base.needs)
-
-    def on_train_step(self, step: int, images_seen: int) -> None:
-        self.base.on_train_step(step, images_seen)
-
-    def d_real(self, logits: Tensor) -> Tensor:
-        return self.base.d_real(logits)
-
-    def d_fake(self, logits: Tensor) -> Tensor:
-        return self.base.d_fake(logits)
-
-    def g_fake(self, logits: Tensor) -> Tensor:
-        return self.base.g_fake(logits)
-
-    def d_loss(self, out: StepOutputs) -> Tensor:
-        assert out.real is not None
-        return self.d_real(out.real.logits) + self.fake_weight * self.d_fake(out.fake.logits)
+        super().__init__(cfg.base, 1.0, cfg.fake_weight, name="dfgan")
+        self.cfg = cfg
