@@ -148,7 +148,7 @@ def test_run_flags_are_generated_from_the_config_dataclasses():
 
     flags = {flag.names[0]: flag for flag in config_flags()}
     assert {"--resolution", "--batch-size", "--lr-g", "--lr-d", "--d-steps", "--grad-clip", "--schedule", "--precision",
-            "--ema", "--seed", "--device", "--steps", "--epochs", "--minutes", "--log-every", "--sample-every",
+            "--ema", "--ema-kimg", "--seed", "--device", "--steps", "--epochs", "--minutes", "--log-every", "--sample-every",
             "--checkpoint-every", "--channels-last", "--micro-batch"} == set(flags)
     assert flags["--lr-g"].key == "train.lr_g" and flags["--resolution"].names == ("--resolution", "-r")
     assert "cosine_restarts" in flags["--schedule"].help  # a Literal's choices are listed

@@ -143,6 +143,15 @@ class TrainConfig:
         "help": "EMA decay of G's weights for samples and metrics (0: off)",
         "flag": "--ema",
     })
+    ema_kimg: float = field(default=0.0, metadata={
+        "help": "EMA of G as StyleGAN's half-life, in thousands of images (StyleGAN2: 10): decay per step "
+                "0.5 ** (batch_size / (ema_kimg * 1000)); instead of --ema (0: off)",
+        "flag": "--ema-kimg",
+    })
+    ema_rampup: float = field(default=0.0, metadata={
+        "help": "with ema_kimg: the half-life is at most this fraction of the images seen so far "
+                "(StyleGAN2-ADA: 0.05; 0: off)",
+    })
     seed: int = field(default=0, metadata={"help": "seed of weights, data order and noise", "flag": "--seed"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps", "flag": "--device"})
     channels_last: bool = field(default=True, metadata={
@@ -199,6 +208,12 @@ class TrainConfig:
             raise ValueError(f"train.betas must be in [0, 1), got {self.betas}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"train.ema must be in [0, 1), got {self.ema}")
+        if self.ema_kimg < 0 or self.ema_rampup < 0:
+            raise ValueError("train.ema_kimg and train.ema_rampup must be >= 0")
+        if self.ema > 0 and self.ema_kimg > 0:
+            raise ValueError("set one of train.ema (a decay per step) and train.ema_kimg (a half-life), not both")
+        if self.ema_rampup > 0 and self.ema_kimg == 0:
+            raise ValueError("train.ema_rampup ramps train.ema_kimg's half-life: set train.ema_kimg too")
         if self.grad_clip < 0 or self.sample_every < 0 or self.checkpoint_every < 0:
             raise ValueError("train.grad_clip, sample_every and checkpoint_every must be >= 0")
         for key in ("steps", "epochs", "minutes"):

@@ -106,7 +106,9 @@ def summary_markdown(result: RunResult, cfg: ExperimentConfig, facts: RunFacts, 
         f"- discriminator: {cfg.discriminator.name} {json.dumps(cfg.discriminator.options)}",
         f"- loss: {cfg.loss.adversarial} + " + (", ".join(f"{w:g} x {n}" for n, w in facts.terms) or "no terms"),
         f"- optimiser: Adam lr G {facts.lr_g:g} / D {facts.lr_d:g}{scaled}, betas {tuple(t.betas)}, "
-        f"{t.d_steps} D step(s) per G step, schedule {t.schedule}, EMA {t.ema:g}",
+        f"{t.d_steps} D step(s) per G step, schedule {t.schedule}, "
+        + (f"EMA half-life {t.ema_kimg:g} kimg" + (f" (ramp-up {t.ema_rampup:g})" if t.ema_rampup else "")
+           if t.ema_kimg else f"EMA {t.ema:g}"),
         "",
         "## Last logged losses",
         "",
