@@ -333,6 +333,13 @@ class LossTerm(nn.Module, TrainingHooks):
 
     needs: ClassVar[frozenset[str]] = frozenset()
     tuned_for: ClassVar[frozenset[str]] = frozenset()
+    stateful: ClassVar[bool] = False  # True: its state_dict() (a running mean's buffer) is saved in checkpoints
+
+    def active(self, step: int) -> bool:
+        """Whether the term applies at training step ``step`` (default: always). A lazy regulariser (StyleGAN2's
+        R1 every 16 steps) returns ``False`` between its steps, and its losses return ``None`` there; the engine
+        then skips what only inactive terms need (:meth:`t2i.engine.step.GANStep.needs_at`: no input gradient)."""
+        return True
 
     def d_loss(self, out: StepOutputs) -> Tensor | None:
         return None

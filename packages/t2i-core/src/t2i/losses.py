@@ -32,6 +32,7 @@ __all__ = [
     "ConditioningAugmentationKL",
     "FeatureMatchingConfig",
     "FeatureMatchingTerm",
+    "R1Config",
     "R1Penalty",
     "MAGPConfig",
     "MatchingAwareGradientPenalty",
@@ -258,19 +259,46 @@ def _real_images_with_grad(out: StepOutputs, name: str) -> Tensor:
     return out.real_images
 
 
+@dataclass
+class R1Config:
+    every: int = field(default=1, metadata={
+        "help": "lazy regularisation (StyleGAN2): apply R1 only on steps where step % every == 0, times every "
+                "(StyleGAN2: 16); 1 = every step"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"every must be a positive integer, got {self.every!r}")
+
+
 class R1Penalty(LossTerm):
     """D term: R1 (Mescheder et al. 2018), ``E ||grad_x D(x_real, text)||²`` over the real batch.
 
     The gradient is taken with respect to the real images only (the caption held fixed). R1 is usually
     written ``gamma/2 * E||grad||²``; here the term's weight multiplies ``E||grad||²``, so gamma = 2 * weight
     (StyleGAN2's gamma 10 is weight 5).
+
+    Lazy R1 (``every = k``, StyleGAN2's ``D_reg_interval`` 16): the penalty is computed only at training steps
+    ``step % k == 0`` (:meth:`active`; every D update of such a step when ``d_steps > 1``) and multiplied by
+    ``k``, so its average weight is unchanged; on the other steps ``d_loss`` is ``None`` and the engine does
+    not make the real images require grad. Unlike StyleGAN2 it is added to that step's D loss (no separate
+    optimiser step), and the optimiser's lr and betas are not rescaled by ``k / (k + 1)``.
     """
 
     needs = frozenset({"real_grad"})
 
-    def d_loss(self, out: StepOutputs) -> Tensor:
+    def __init__(self, cfg: R1Config | None = None):
+        super().__init__()
+        self.every = (cfg or R1Config()).every
+
+    def active(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def d_loss(self, out: StepOutputs) -> Tensor | None:
+        if not self.active(out.step):
+            return None
         real = _real_images_with_grad(out, "r1")
-        return _input_grad_norms(out.real.logits, (real,)).pow(2).mean()
+        penalty = _input_grad_norms(out.real.logits, (real,)).pow(2).mean()
+        return penalty * self.every if self.every != 1 else penalty
 
 
 @dataclass

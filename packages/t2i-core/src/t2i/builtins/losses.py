@@ -28,8 +28,9 @@ def t2i_register_losses(register):
     register("feature_matching", "t2i.losses:FeatureMatchingTerm", config="t2i.losses:FeatureMatchingConfig",
              help="G term: feature matching (Salimans et al. 2016), per layer mean((r-f)²)/mean(r²) of D's batch-mean "
                   "features, averaged over layers: 0 when fake feature means equal real ones, ~1 when fake means are 0")
-    register("r1", "t2i.losses:R1Penalty",
-             help="D term: R1 gradient penalty E||grad_x D(real)||² (Mescheder et al. 2018); gamma = 2 * weight")
+    register("r1", "t2i.losses:R1Penalty", config="t2i.losses:R1Config",
+             help="D term: R1 gradient penalty E||grad_x D(real)||² (Mescheder et al. 2018); gamma = 2 * weight; "
+                  "every=16 for StyleGAN2's lazy R1")
     register("ma_gp", "t2i.losses:MatchingAwareGradientPenalty", config="t2i.losses:MAGPConfig",
              help="D term: DF-GAN's matching-aware gradient penalty k*E||grad_(x,e) D(real, text)||^p (k=2, p=6), "
                   "tuned for DF-GAN's D whose gradient norms are ~1; with other discriminators lower k, p or the weight")

@@ -148,12 +148,13 @@ class GANStep:
     # -- one micro-batch ---------------------------------------------------------------------------------------
     def _d_micro(self, real: torch.Tensor, text: torch.Tensor, z: torch.Tensor, step: int,
                  captions: list[str] | None, words: WordFeatures | None) -> tuple[torch.Tensor, Losses]:
-        mismatched = text.roll(1, 0) if "mismatched" in self.needs else None
+        needs = self.needs_at(step)  # a lazy term's off steps pay for no input gradient
+        mismatched = text.roll(1, 0) if "mismatched" in needs else None
         with torch.no_grad(), self.precision.autocast():
             fake = self.G_train(z, text.detach(), **self._g_words(None if words is None else words.detach()))
-        if "real_grad" in self.needs:
+        if "real_grad" in needs:
             real = real.detach().requires_grad_(True)
-        if "text_grad" in self.needs and not text.requires_grad:
+        if "text_grad" in needs and not text.requires_grad:
             # a frozen encoder's embeddings become a leaf that requires grad; a trainable encoder's already do.
             # Either way D's real pass below is the one the terms differentiate: no second pass
             text = text.detach().requires_grad_(True)
@@ -187,6 +188,16 @@ class GANStep:
         return self._combine("g", real_outs, fake_outs, reals, fakes, text, step, captions, words)
 
     # -- helpers -----------------------------------------------------------------------------------------------
+    def needs_at(self, step: int) -> frozenset[str]:
+        """:attr:`needs` at ``step``, less what only terms inactive at that step ask for
+        (:meth:`~t2i.interfaces.LossTerm.active`: a lazy R1 between its steps needs no real images with grad)."""
+        inactive = [term for _, _, term in self.terms if not term.active(step)]
+        if not inactive:
+            return self.needs
+        active = [self.adversarial] + [term for _, _, term in self.terms if term.active(step)]
+        wanted = frozenset().union(*(term.needs for term in active))
+        return self.needs - (frozenset().union(*(term.needs for term in inactive)) - wanted)
+
     def _accumulate(self, n: int, network: nn.Module,
                     micro: Callable[[slice], tuple[torch.Tensor, Losses]]) -> Losses:
         """Run ``micro`` on each micro-batch of ``n`` and back-propagate its loss scaled by its share; the

@@ -295,6 +295,9 @@ class Trainer:
             parts.update(generator_ema=self.ema.module, ema=self.ema)
         if self.augment.enabled:  # ADA's p and its running statistics
             parts["augment"] = self.augment
+        for name, _, term in self.parts.terms:  # terms that keep state (path_length's running mean pl_mean)
+            if getattr(term, "stateful", False):
+                parts[f"term_{name}"] = term
         parts.update(opt_g=self.opt_g, opt_d=self.opt_d, sched_g=self.sched_g, sched_d=self.sched_d,
                      scaler=self.precision.scaler, feed=self.feed, stopping=self.stopping, random=self.random)
         return parts
