@@ -45,4 +45,13 @@ if "$PY" benchmarks/metrics_speed.py --help >/dev/null 2>&1; then
   "$PY" benchmarks/metrics_speed.py --device cuda || echo "metrics_speed: needs the Inception weights file (see its --help)"
 fi
 
+# FID of 10k and 50k generated images stage by stage (generation / features / statistics), the extraction
+# batch chosen for speed, and the bf16 check: FID from bf16-autocast features against fp32 features of the
+# same 2,000 images; bf16 is refused when |delta| > 1e-3. INCEPTION_WEIGHTS: torch-fidelity's file (else a
+# random one of the same layout: the timings and the delta still mean something, the FID values do not).
+step "FID at 10k and 50k generated images, stage by stage; bf16 features vs fp32 (|delta| <= 1e-3 or refused)"
+if [ -n "${INCEPTION_WEIGHTS:-}" ]; then weights=(--weights "$INCEPTION_WEIGHTS"); else weights=(--random-weights); fi
+"$PY" benchmarks/metrics_speed.py --generated 10000,50000 --device cuda --batch-size 64,128,256,512 \
+  --precision fp32,bf16 --check-n 2000 "${weights[@]}"
+
 step "done: every CUDA path ran; runs in $OUT"

@@ -1,8 +1,26 @@
-"""FID end to end on the same two image folders with t2i, torch-fidelity, pytorch-fid and clean-fid.
+"""FID speed, two ways: a generator's FID stage by stage at 10k and 50k images (``--generated``), or FID end to
+end on the same two image folders with t2i, torch-fidelity, pytorch-fid and clean-fid (the default).
 
-The images: the built-in Shapes data, ``--n`` renders of the test split against ``--n`` of the train split,
-written once as PNG folders (``--workdir``). Each tool then goes from the two folders to one FID value, with
-no cache from an earlier run; the script prints seconds, the ratio to t2i and each value with its relative
+**Stages** (``--generated 10000,50000``): what an evaluation of ``fid.n_generated = N`` costs, split into
+generation (the evaluator's seeded ``generate``, 250 captions per call: that batch decides the noise, so it is
+fixed), feature extraction (Inception pool3) and statistics (float64 running sums, Frechet distance), each with
+seconds and images/s, streaming blocks of 2,000 images as :func:`t2i.metrics.generated_rows` does. The
+generator is an untrained default recipe at ``--resolution`` (``--run PATH``: a trained run's). Before the
+timed runs it chooses the extraction settings that do not change values:
+
+- batch: the fastest of ``--batch-size`` (a list; the values differ only by floating-point summation order);
+- precision: ``--precision fp32,bf16`` also times bf16 autocast features, and measures FID with bf16 features
+  against FID with fp32 features of the same ``--check-n`` generated images; bf16 is refused when
+  ``|delta| > 1e-3`` (``--max-delta``), and the script prints the delta either way (``benchmarks/gpu_check.sh``
+  runs this on CUDA).
+
+    .venv/bin/python benchmarks/metrics_speed.py --generated 10000,50000 --device cuda --batch-size 64,128,256 \
+        --precision fp32,bf16 --weights ~/.cache/torch/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth
+    .venv/bin/python benchmarks/metrics_speed.py --generated 200 --random-weights --device cpu   # smoke run
+
+**Tools** (default): the built-in Shapes data, ``--n`` renders of the test split against ``--n`` of the train
+split, written once as PNG folders (``--workdir``). Each tool then goes from the two folders to one FID value,
+with no cache from an earlier run; the script prints seconds, the ratio to t2i and each value with its relative
 difference from t2i's.
 
 Same weights for all, offline: ``--weights PATH`` is torch-fidelity's Inception file
@@ -114,14 +132,149 @@ TOOLS = {
 }
 
 
+# -- stages: a generator's FID at N images -----------------------------------------------------------
+BLOCK = 2000  # images generated, then mapped, at a time (t2i.metrics.generated_rows)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
+
+
+def _extract(extractor, images: torch.Tensor, batch: int, precision: str, device: str) -> torch.Tensor:
+    """pool3 of uint8 ``images``, ``batch`` at a time, float32 on the CPU."""
+    with _autocast(device, precision):
+        return torch.cat([extractor(images[i : i + batch])["pool3"].float().cpu() for i in range(0, len(images), batch)])
+
+
+def _fid(features: torch.Tensor, batch: int, real) -> float:
+    from t2i.metrics.frechet import RunningStats, frechet_distance
+
+    stats = RunningStats()
+    for i in range(0, len(features), batch):
+        stats.update(features[i : i + batch])
+    return frechet_distance(stats.mean, stats.cov, real.mean, real.cov)
+
+
+def _setup(args: argparse.Namespace, device: str):
+    """(generate factory, reference split): a trained run's generator (``--run``) or an untrained default recipe."""
+    from t2i.config import merge, resolve
+    from t2i.data.splits import load_split
+    from t2i.engine.components import build_components, build_dataset
+    from t2i.engine.evaluate import make_generate
+
+    if args.run:
+        from t2i.runs import Sampler
+
+        sampler = Sampler.load(args.run, device=device)
+        generator, encoder, cfg = sampler.generator, sampler.text_encoder, sampler.config
+        dataset, _ = build_dataset(cfg)
+    else:
+        cfg = resolve(merge({"data": {"resolution": args.resolution,
+                                      "options": {"train_size": 2000, "test_size": args.reference_n}}}, {}))
+        parts = build_components(cfg)
+        generator, encoder, dataset = parts.generator.to(device).eval(), parts.text_encoder.to(device), parts.dataset
+    reference = load_split(dataset, cfg.eval.split, cfg.data.resolution)
+
+    def new_generate():
+        return make_generate(generator, encoder, torch.device(device), seed=0, autocast=(
+            (lambda: _autocast(device, "bf16")) if args.gen_precision == "bf16" else None))
+
+    return new_generate, reference
+
+
+def run_stages(args: argparse.Namespace, weights: Path, label: str, device: str) -> int:
+    from t2i.metrics import cycled_captions, generate_images
+    from t2i.metrics.frechet import RunningStats
+    from t2i.metrics.inception import InceptionFeatures
+
+    sizes = [int(n) for n in args.generated.split(",")]
+    batches = [int(b) for b in args.batch_size.split(",")]
+    precisions = [p.strip() for p in args.precision.split(",")]
+    if not set(precisions) <= {"fp32", "bf16"}:
+        sys.exit(f"--precision takes fp32 and/or bf16, got {args.precision}")
+    new_generate, reference = _setup(args, device)
+    extractor = InceptionFeatures(weights, device=device, features=("pool3",), batch_size=max(batches))
+    print(f"FID of a generator at {reference.resolution} px ({'run ' + str(args.run) if args.run else 'untrained default recipe'}); "
+          f"device {device}, torch threads {torch.get_num_threads()}; generation {args.gen_precision}, 250 captions per call; "
+          f"{label}")  # fmt: skip
+
+    # the reference: pool3 statistics of the test split (cached in practice: timed apart)
+    start = time.perf_counter()
+    real_features = _extract(extractor, reference.images, batches[0], "fp32", device)
+    real = RunningStats().update(real_features)
+    print(f"reference: {len(reference)} images in {time.perf_counter() - start:.1f} s (computed once and cached by t2i)")
+
+    # choose the batch and the precision on a sample of generated images
+    sample = generate_images(new_generate(), cycled_captions(reference, args.check_n, 0), reference.resolution)
+    timed: dict[tuple[str, int], float] = {}
+    for precision in precisions:
+        for batch in batches:
+            _extract(extractor, sample[: 2 * batch], batch, precision, device)  # warm-up (cuDNN's choice of kernels)
+            _sync(device)
+            start = time.perf_counter()
+            _extract(extractor, sample, batch, precision, device)
+            _sync(device)
+            timed[precision, batch] = len(sample) / (time.perf_counter() - start)
+            print(f"  extraction {precision:4s} batch {batch:4d}: {timed[precision, batch]:8.1f} images/s")
+    allowed = ["fp32"]
+    if "bf16" in precisions:
+        best = max(batches, key=lambda b: timed["bf16", b])
+        fid32 = _fid(_extract(extractor, sample, best, "fp32", device), best, real)
+        fid16 = _fid(_extract(extractor, sample, best, "bf16", device), best, real)
+        delta = fid16 - fid32
+        verdict = "allowed" if abs(delta) <= args.max_delta else "REFUSED"
+        print(f"bf16 features: FID {fid16:.6f} vs fp32 {fid32:.6f} on the same {len(sample)} images: "
+              f"delta {delta:+.2e} (limit {args.max_delta:.0e}): bf16 {verdict}")
+        if verdict == "allowed":
+            allowed.append("bf16")
+    precision, batch = max(((p, b) for p in allowed for b in batches if (p, b) in timed), key=lambda pb: timed[pb])
+    print(f"chosen for extraction: {precision}, batch {batch}")
+
+    print("\n| images | generation s | img/s | extraction s | img/s | statistics s | total s | FID |\n|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        generate = new_generate()
+        captions = cycled_captions(reference, n, 0)
+        t_gen = t_feat = 0.0
+        parts = []
+        for s in range(0, n, BLOCK):
+            start = time.perf_counter()
+            images = generate_images(generate, captions[s : s + BLOCK], reference.resolution)
+            _sync(device)
+            t_gen += time.perf_counter() - start
+            start = time.perf_counter()
+            parts.append(_extract(extractor, images, batch, precision, device))
+            _sync(device)
+            t_feat += time.perf_counter() - start
+        start = time.perf_counter()
+        value = _fid(torch.cat(parts), batch, real)
+        t_stats = time.perf_counter() - start
+        total = t_gen + t_feat + t_stats
+        print(f"| {n:,} | {t_gen:.1f} | {n / t_gen:.0f} | {t_feat:.1f} | {n / t_feat:.0f} | {t_stats:.2f} | {total:.1f} | {value:.4f} |")
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=5000, help="images per folder (default 5000)")
+    parser.add_argument("--generated", default="", help="stages mode: generated image counts, e.g. 10000,50000")
+    parser.add_argument("--run", type=Path, help="stages mode: a trained run folder (default: an untrained default recipe)")
+    parser.add_argument("--precision", default="fp32", help="stages mode: extraction precisions to try: fp32,bf16")
+    parser.add_argument("--gen-precision", default="fp32", choices=["fp32", "bf16"], help="stages mode: generator autocast")
+    parser.add_argument("--check-n", type=int, default=2000, help="stages mode: images for the batch/precision choice")
+    parser.add_argument("--max-delta", type=float, default=1e-3, help="stages mode: largest |FID(bf16) - FID(fp32)| allowed")
+    parser.add_argument("--reference-n", type=int, default=5000, help="stages mode: test split size (reference images)")
+    parser.add_argument("--n", type=int, default=5000, help="tools mode: images per folder (default 5000)")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--weights", type=Path, help="torch-fidelity's Inception weights file")
     parser.add_argument("--random-weights", action="store_true", help="write and use a RANDOM weights file (smoke run)")
     parser.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", default="64", help="images per Inception pass (stages mode: a list to choose from)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "t2i-metrics-bench")
@@ -149,6 +302,9 @@ def main() -> None:
         label = f"weights {weights.name}"
     from t2i.weights import file_sha256
 
+    if args.generated:
+        sys.exit(run_stages(args, weights, f"{label} (sha256 {file_sha256(weights)[:16]}...)", device))
+    args.batch_size = int(args.batch_size.split(",")[0])
     a, b = render_folders(args.workdir, args.n, args.resolution)
     print(f"FID of {args.n} Shapes test renders vs {args.n} train renders at {args.resolution}px; device {device}, "
           f"torch threads {torch.get_num_threads()}, batch {args.batch_size}; {label} (sha256 {file_sha256(weights)[:16]}...)")  # fmt: skip

@@ -254,8 +254,9 @@ class Trainer:
             self.write_samples()
         if self.checkpointer.saved_step != self.step:
             self.save()
-        if status == "finished" and self.evaluator.metrics and self.rank == 0:  # no barrier: the others are done
-            evaluation = self.evaluator.results.get(self.step) or self.evaluate(wait=False)
+        if status == "finished" and self.evaluator.metrics:  # every rank: the images are split between them
+            done = self.step in self.evaluator.done
+            evaluation = self.evaluator.results.get(self.step, {}) if done else self.evaluate()
         return last, evaluation
 
     def _write_log(self) -> dict[str, Any]:

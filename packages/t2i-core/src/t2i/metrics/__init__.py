@@ -23,11 +23,18 @@ features), :mod:`.frechet` (Gaussian statistics and the Frechet distance), :mod:
 The helpers below are what every metric does the same way: choose reference images and captions from a
 seed (any number of them: :func:`cycled_captions`), and call the engine's ``generate`` in chunks, checking
 what comes back.
+
+Several processes (torchrun): a metric that computes its figure from per-image values (features, predicted
+attributes, pixels) gets them from :func:`generated_rows` and sets ``splits_across_ranks = True``. When the
+engine's ``generate`` carries a ``split`` (:class:`t2i.engine.evaluate.RankShare`), each rank generates and
+maps one contiguous share of the images, in blocks that start where a single process's chunks and batches
+start, and the rows are gathered in image order: every rank then holds exactly the rows one process computes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import math
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -35,9 +42,10 @@ from torch import Tensor
 
 from ..interfaces import CaptionedImages
 
-__all__ = ["seeded_order", "seeded_caption", "cycled_captions", "CYCLE_RULE", "generate_images"]
+__all__ = ["seeded_order", "seeded_caption", "cycled_captions", "CYCLE_RULE", "generate_images", "generated_rows"]
 
 Generate = Callable[[list[str]], Tensor]
+Rows = TypeVar("Rows", Tensor, dict[str, Tensor])
 
 
 def seeded_order(n: int, seed: int) -> np.ndarray:
@@ -94,3 +102,38 @@ def generate_images(generate: Generate, captions: Sequence[str], resolution: int
             raise ValueError(f"generate() must return a uint8 tensor of shape {want}, got {got}")
         parts.append(out.cpu())
     return torch.cat(parts) if parts else torch.empty((0, resolution, resolution, 3), dtype=torch.uint8)
+
+
+def generated_rows(generate: Generate, captions: Sequence[str], resolution: int, rows_of: Callable[[Tensor], Rows], *,
+                   chunk: int = 250, align: int = 1) -> Rows:
+    """``rows_of(images)`` for the images of ``captions``: one row per image (a tensor, or a dict of tensors).
+
+    ``rows_of`` maps uint8 ``(B, R, R, 3)`` to rows, in its own batches of ``align`` images from the start of what
+    it is given (an extractor's ``batch_size``). It is applied block by block (about 2,000 images), each block
+    and each rank's share starting at a multiple of ``lcm(chunk, align)`` images, so its batches are those of
+    one call on every image and only a block of images is held at once. When ``generate`` has a ``split``
+    (``share(n, unit) -> (start, stop)``, ``gather(obj) -> [obj of each rank]``) and ``skip(n)`` (advance its
+    noise as ``generate`` of ``n`` captions would), this process maps only its share and the rows of every
+    rank are gathered in image order.
+    """
+    unit = math.lcm(chunk, align)  # shares and blocks start where a chunk and a batch start
+    block = unit * max(1, 2000 // unit)  # about 2,000 images at a time
+    split = getattr(generate, "split", None)
+    start, stop = split.share(len(captions), unit) if split is not None else (0, len(captions))
+    for s in range(0, start, chunk):  # the noise of the images before this share
+        generate.skip(min(chunk, start - s))  # type: ignore[attr-defined]
+    parts = [rows_of(generate_images(generate, captions[s : min(s + block, stop)], resolution, chunk))
+             for s in range(start, stop, block)]
+    for s in range(stop, len(captions), chunk):  # ... and after it: later calls continue where one process would
+        generate.skip(min(chunk, len(captions) - s))  # type: ignore[attr-defined]
+    if split is not None:
+        parts = [p for rank_parts in split.gather([_to_cpu(p) for p in parts]) for p in rank_parts]
+    if not parts:
+        raise ValueError("generated_rows needs at least one caption")
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}  # type: ignore[return-value]
+    return torch.cat(parts)  # type: ignore[return-value]
+
+
+def _to_cpu(rows: Any) -> Any:
+    return {k: v.cpu() for k, v in rows.items()} if isinstance(rows, dict) else rows.cpu()

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..clip import ClipBundle, load_clip
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, Metric
-from . import Generate, generate_images, seeded_caption, seeded_order
+from . import Generate, generated_rows, seeded_caption, seeded_order
 
 __all__ = ["ClipScoreConfig", "ClipScore", "clip_scores", "encode_in_batches", "load_clip_for_metric"]
 
@@ -80,6 +80,7 @@ class ClipScore(Metric):
     """CLIP similarity of each generated image to its caption: 100 * max(cos, 0), averaged."""
 
     chunk = 250  # captions per generate() call
+    splits_across_ranks = True  # per-image CLIP embeddings (t2i.metrics.generated_rows)
 
     def __init__(self, cfg: ClipScoreConfig | None = None):
         self.cfg = cfg or ClipScoreConfig()
@@ -98,9 +99,11 @@ class ClipScore(Metric):
             raise UsageError("clip_score: the reference split is empty")
         rows = seeded_order(len(reference), cfg.seed)[: cfg.n]
         captions = seeded_caption(reference, rows, cfg.seed)
-        fake = generate_images(generate, captions, reference.resolution, self.chunk)
+        fake = generated_rows(generate, captions, reference.resolution,
+                              lambda images: encode_in_batches(self.clip, images, None, cfg.batch_size),
+                              chunk=self.chunk, align=cfg.batch_size)
         text = encode_in_batches(self.clip, None, captions, cfg.batch_size)
-        scores = clip_scores(encode_in_batches(self.clip, fake, None, cfg.batch_size), text)
+        scores = clip_scores(fake, text)
         real = clip_scores(encode_in_batches(self.clip, reference.images[torch.from_numpy(rows)], None, cfg.batch_size), text)
         return {
             "clip_score": scores.mean().item(),

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, Metric
-from . import Generate, generate_images, seeded_caption, seeded_order
+from . import Generate, generated_rows, seeded_caption, seeded_order
 
 __all__ = ["FEATURE_SIZE", "DiversityConfig", "Diversity", "pixel_features", "rms_distances"]
 
@@ -88,6 +88,7 @@ class Diversity(Metric):
         "diversity/between_captions": "none",
     }
     chunk = 250  # captions per generate() call
+    splits_across_ranks = True  # per-image pixels (t2i.metrics.generated_rows); the distances are computed after
 
     def __init__(self, cfg: DiversityConfig | None = None):
         self.cfg = cfg or DiversityConfig()
@@ -97,7 +98,7 @@ class Diversity(Metric):
         rows, captions = self._choose(reference)
         k = cfg.per_caption
         repeated = [c for c in captions for _ in range(k)]
-        fake = pixel_features(generate_images(generate, repeated, resolution, self.chunk))
+        fake = generated_rows(generate, repeated, resolution, pixel_features, chunk=self.chunk)
         group = torch.arange(len(captions)).repeat_interleave(k)
         same = group[:, None] == group[None, :]
         d = rms_distances(fake)

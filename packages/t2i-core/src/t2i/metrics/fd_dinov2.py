@@ -25,10 +25,10 @@ from typing import Any
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
-from . import CYCLE_RULE, Generate, cycled_captions, generate_images, seeded_caption, seeded_order
-from .features import FeatureExtractor
+from . import CYCLE_RULE, Generate, cycled_captions, generated_rows, seeded_caption, seeded_order
+from .features import FeatureExtractor, features_of
 from .frechet import RunningStats, frechet_distance
-from .image_sets import cached_features, split_images, tensor_images
+from .image_sets import cached_features, split_images
 from .prc import build_extractor
 
 __all__ = ["FrechetDinoConfig", "FrechetDino"]
@@ -63,11 +63,27 @@ class FrechetDinoConfig:
             raise ValueError(f"extractor must be dinov2 or timm:<model>, got {self.extractor!r} (for Inception use fid)")
 
 
+@dataclass
+class _Generated:
+    """Generated images' feature statistics (from every rank's share), in place of an image set."""
+
+    stats: RunningStats
+    identity: dict[str, Any]
+
+    @property
+    def count(self) -> int:
+        return self.stats.n
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.identity)
+
+
 class FrechetDino(ImageSetMetric):
     """Frechet distance between generated and real images in DINOv2 (or any timm model's) feature space."""
 
     higher_is_better = False
     chunk = 250  # captions per generate() call
+    splits_across_ranks = True  # per-image features (t2i.metrics.generated_rows)
 
     def __init__(self, cfg: FrechetDinoConfig | None = None):
         self.cfg = cfg or FrechetDinoConfig()
@@ -91,8 +107,16 @@ class FrechetDino(ImageSetMetric):
             captions = seeded_caption(reference, rows, self.cfg.seed)
             rule = {"n_requested": self.cfg.n,
                     "captions": "first n of a seeded permutation of the reference split, one seeded caption each"}
-        fake = generate_images(generate, captions, reference.resolution, self.chunk)
-        result = self.compare(tensor_images(fake, {"source": "generated"}), split_images(reference))
+        ex, batch = self.extractor, self.cfg.batch_size
+        key = next(iter(ex.dims))
+        features = generated_rows(generate, captions, reference.resolution,
+                                  lambda images: features_of(ex, images, (key,), batch)[key],
+                                  chunk=self.chunk, align=batch)
+        stats = RunningStats()
+        for i in range(0, len(features), batch):  # batch by batch, as compare() sums them
+            stats.update(features[i : i + batch])
+        shape = [len(captions), reference.resolution, reference.resolution, 3]
+        result = self.compare(_Generated(stats, {"source": "generated", "shape": shape}), split_images(reference))
         result["protocol"].update(
             rule,
             reference={"size": len(reference), **{k: reference.info[k] for k in ("name", "split", "seed") if k in reference.info}},
@@ -100,8 +124,10 @@ class FrechetDino(ImageSetMetric):
         )
         return result
 
-    def compare(self, images: ImageSet, reference: ImageSet | None, *, cache_images: bool = False) -> dict[str, Any]:
-        """FD of image set ``images`` against ``reference`` (whose statistics are cached on disk)."""
+    def compare(self, images: ImageSet | _Generated, reference: ImageSet | None, *,
+                cache_images: bool = False) -> dict[str, Any]:
+        """FD of image set ``images`` (or of generated images' statistics) against ``reference`` (whose statistics
+        are cached on disk)."""
         if reference is None:
             raise UsageError("fd_dinov2 compares with reference images: pass a reference folder or data set")
         if images.count < 2 or reference.count < 2:
@@ -109,7 +135,9 @@ class FrechetDino(ImageSetMetric):
         ex, cfg = self.extractor, self.cfg
         key = next(iter(ex.dims))
         cache_dir = cfg.cache_dir or None
-        if cache_images and cfg.cache:
+        if isinstance(images, _Generated):
+            fake = images.stats
+        elif cache_images and cfg.cache:
             fake = cached_features(ex, images, batch_size=cfg.batch_size, cache_dir=cache_dir)[0][key]
         else:
             fake = RunningStats()

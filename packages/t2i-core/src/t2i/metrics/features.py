@@ -16,11 +16,12 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from ..errors import UsageError
 
-__all__ = ["FeatureExtractor", "EXTRACTORS", "make_extractor", "extractor_names"]
+__all__ = ["FeatureExtractor", "EXTRACTORS", "make_extractor", "extractor_names", "features_of"]
 
 
 @runtime_checkable
@@ -82,3 +83,10 @@ def make_extractor(name: str, **opts: Any) -> FeatureExtractor:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise UsageError(f"unknown feature extractor '{name}'{hint} known: {', '.join(extractor_names())}")
     return EXTRACTORS[name](**opts)
+
+
+def features_of(extractor: FeatureExtractor, images: Tensor, names: tuple[str, ...], batch_size: int) -> dict[str, Tensor]:
+    """The features ``names`` of uint8 ``images``, ``batch_size`` images per forward pass, on the CPU (what a
+    metric hands to :func:`t2i.metrics.generated_rows`)."""
+    parts = [extractor(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return {name: torch.cat([p[name].cpu() for p in parts]) for name in names}

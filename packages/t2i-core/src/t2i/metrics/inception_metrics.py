@@ -44,11 +44,11 @@ from torch import Tensor
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
 from ..weights import file_sha256
-from . import CYCLE_RULE, Generate, cycled_captions, generate_images, seeded_caption, seeded_order
-from .features import FeatureExtractor, make_extractor
+from . import CYCLE_RULE, Generate, cycled_captions, generated_rows, seeded_caption, seeded_order
+from .features import FeatureExtractor, features_of, make_extractor
 from .frechet import RunningStats, frechet_distance
 from .inception import check_mode
-from .image_sets import cached_features, split_images, tensor_images
+from .image_sets import cached_features, split_images
 from .reference_stats import load_reference_stats
 
 __all__ = [
@@ -152,12 +152,35 @@ def _versions() -> dict[str, str]:
     }  # fmt: skip
 
 
+@dataclass
+class _Fake:
+    """Generated images' features (gathered from every rank) and their pool3 statistics: what :meth:`compare` needs."""
+
+    stats: RunningStats
+    features: dict[str, Tensor]
+    count: int
+    identity: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.identity)
+
+
+def _stats(features: dict[str, Tensor], batch_size: int) -> RunningStats:
+    """pool3's float64 running statistics, summed batch by batch as :meth:`InceptionMetric.compare` does."""
+    stats = RunningStats()
+    pool3 = features.get("pool3")
+    for i in range(0, 0 if pool3 is None else len(pool3), batch_size):
+        stats.update(pool3[i : i + batch_size])
+    return stats
+
+
 class InceptionMetric(ImageSetMetric):
     """What ``fid``, ``kid`` and ``is`` share: the caption choice, the extractor, the real-feature cache."""
 
     metric: ClassVar[str]
     features: ClassVar[tuple[str, ...]]
     chunk = 250  # captions per generate() call
+    splits_across_ranks = True  # per-image features (t2i.metrics.generated_rows)
 
     def __init__(self, cfg: InceptionMetricConfig | None = None, *, extractor: FeatureExtractor | None = None):
         self.cfg = cfg or InceptionMetricConfig()
@@ -188,9 +211,12 @@ class InceptionMetric(ImageSetMetric):
             rows = seeded_order(len(reference), self.cfg.seed)[: min(self.cfg.n, len(reference))].tolist()
             captions = seeded_caption(reference, rows, self.cfg.seed)
             rule = {"n_requested": self.cfg.n, "captions": "seeded permutation of the reference split, one seeded caption per image"}
-        fake = generate_images(generate, captions, reference.resolution, self.chunk)
+        features = generated_rows(generate, captions, reference.resolution, self._features, chunk=self.chunk,
+                                  align=self.cfg.batch_size)
+        fake = _Fake(_stats(features, self.cfg.batch_size), features, len(captions),
+                     {"source": "generated", "shape": [len(captions), reference.resolution, reference.resolution, 3]})
         real = split_images(reference) if self.needs_reference and not self.cfg.reference_stats else None
-        result = self.compare(tensor_images(fake, {"source": "generated"}), real)
+        result = self.compare(fake, real)
         info = {k: v for k, v in reference.info.items() if k in ("name", "split", "seed", "resolution")}
         result["protocol"].update(rule, reference={"size": len(reference), **info})
         return result
@@ -202,22 +228,33 @@ class InceptionMetric(ImageSetMetric):
                              "(mu/sigma) serves fid only; pass reference images instead")  # fmt: skip
 
     # -- two image sets ------------------------------------------------------------------------------
-    def compare(self, images: ImageSet, reference: ImageSet | None, *, cache_images: bool = False) -> dict[str, Any]:
-        """The metric of ``images`` against ``reference`` (cached), ``{key: value, "protocol": {...}}``.
-
-        ``cache_images``: also cache the features of ``images`` (files on disk, identified by their hash;
-        generated images are never cached: they are streamed through float64 running sums).
-        """
-        if images.count < 2:
-            raise UsageError(f"{self.metric} needs at least 2 images, got {images.count}")
+    def _checked_extractor(self) -> FeatureExtractor:
         ex = self.extractor
         if getattr(ex, "mode", self.cfg.mode) != self.cfg.mode:
             raise UsageError(f"{self.metric} is set to mode={self.cfg.mode} but its shared extractor runs mode={ex.mode}")
         missing = [f for f in self.features if f not in ex.dims]
         if missing:
             raise ValueError(f"{self.metric} needs features {missing} that extractor '{ex.name}' does not compute")
+        return ex
+
+    def _features(self, images: Tensor) -> dict[str, Tensor]:
+        """The features this metric needs of uint8 ``images``, in batches of ``batch_size``, on the CPU."""
+        return features_of(self._checked_extractor(), images, self.features, self.cfg.batch_size)
+
+    def compare(self, images: ImageSet | _Fake, reference: ImageSet | None, *, cache_images: bool = False) -> dict[str, Any]:
+        """The metric of ``images`` against ``reference`` (cached), ``{key: value, "protocol": {...}}``.
+
+        ``cache_images``: also cache the features of ``images`` (files on disk, identified by their hash;
+        generated images are never cached: they are streamed through float64 running sums). ``images`` may
+        also be generated images' features already extracted (:class:`_Fake`, from :meth:`evaluate`).
+        """
+        if images.count < 2:
+            raise UsageError(f"{self.metric} needs at least 2 images, got {images.count}")
+        ex = self._checked_extractor()
         cache_dir = self.cfg.cache_dir or None
-        if cache_images and self.cfg.cache:
+        if isinstance(images, _Fake):
+            fake_stats, fake_features = images.stats, images.features
+        elif cache_images and self.cfg.cache:
             all_stats, fake_features, _ = cached_features(ex, images, batch_size=self.cfg.batch_size, cache_dir=cache_dir)
             fake_stats = all_stats.get("pool3", RunningStats())
         else:

@@ -34,8 +34,8 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, ImageSet, ImageSetMetric
-from . import CYCLE_RULE, Generate, cycled_captions, generate_images, seeded_caption, seeded_order
-from .features import FeatureExtractor, make_extractor
+from . import CYCLE_RULE, Generate, cycled_captions, generated_rows, seeded_caption, seeded_order
+from .features import FeatureExtractor, features_of, make_extractor
 from .image_sets import cached_features, extract_all, tensor_images
 
 __all__ = ["PrecisionRecallConfig", "PrecisionRecall", "knn_radii", "manifold_coverage", "precision_recall",
@@ -127,6 +127,7 @@ class PrecisionRecall(ImageSetMetric):
     """Improved precision (realism) and recall (coverage) of generated images, k-NN manifolds in feature space."""
 
     chunk = 250  # captions per generate() call
+    splits_across_ranks = True  # per-image features (t2i.metrics.generated_rows)
 
     def __init__(self, cfg: PrecisionRecallConfig | None = None):
         self.cfg = cfg or PrecisionRecallConfig()
@@ -148,11 +149,14 @@ class PrecisionRecall(ImageSetMetric):
             captions = cycled_captions(reference, cfg.n_generated, cfg.seed)
         else:
             captions = seeded_caption(reference, rows, cfg.seed)
-        fake = generate_images(generate, captions, reference.resolution, self.chunk)
+        ex, key, batch = self.extractor, self._feature_key(), cfg.batch_size
+        fake = generated_rows(generate, captions, reference.resolution,
+                              lambda images: features_of(ex, images, (key,), batch)[key],
+                              chunk=self.chunk, align=batch)
         info = {k: v for k, v in reference.info.items() if k != "cache"}
         real = tensor_images(reference.images[torch.from_numpy(rows)],
                              {"source": "dataset", **info, "rows": f"first {len(rows)} of seeded permutation {cfg.seed}"})
-        result = self.compare(tensor_images(fake, {"source": "generated"}), real)
+        result = self.compare(fake, real)
         result["protocol"].update(
             seed=cfg.seed,
             selection="first n of a seeded permutation of the reference split; one seeded caption each",
@@ -162,16 +166,24 @@ class PrecisionRecall(ImageSetMetric):
         )
         return result
 
-    def compare(self, images: ImageSet, reference: ImageSet | None, *, cache_images: bool = False) -> dict[str, Any]:
-        """Precision and recall of image set ``images`` against ``reference`` (whose features are cached)."""
+    def _feature_key(self) -> str:
+        ex = self.extractor
+        key = self.cfg.feature or next(iter(ex.dims))
+        if key not in ex.dims:
+            raise UsageError(f"extractor {ex.name} has no feature '{key}'; it has {', '.join(ex.dims)}")
+        return key
+
+    def compare(self, images: ImageSet | Tensor, reference: ImageSet | None, *, cache_images: bool = False) -> dict[str, Any]:
+        """Precision and recall of image set ``images`` (or of their features, already extracted) against
+        ``reference`` (whose features are cached)."""
         cfg = self.cfg
         if reference is None:
             raise UsageError("prc compares with reference images: pass a reference folder or data set")
         ex = self.extractor
-        key = cfg.feature or next(iter(ex.dims))
-        if key not in ex.dims:
-            raise UsageError(f"extractor {ex.name} has no feature '{key}'; it has {', '.join(ex.dims)}")
-        if cache_images:
+        key = self._feature_key()
+        if isinstance(images, Tensor):
+            fake = images
+        elif cache_images:
             fake = cached_features(ex, images, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir or None)[1][key]
         else:
             fake = extract_all(ex, images, cfg.batch_size)[key]

@@ -127,6 +127,8 @@ class RPrecisionConfig:
 class RPrecision(Metric):
     """Top-1 retrieval of each generated image's caption among 1 + 99 candidates, over folds; real ceiling too."""
 
+    splits_across_ranks = True  # per-image codes (t2i.metrics.generated_rows, in retrieval.r_precision_of)
+
     def __init__(self, cfg: RPrecisionConfig | None = None):
         self.cfg = cfg or RPrecisionConfig()
         self._pairs: dict[Any, EncoderPair] = {}

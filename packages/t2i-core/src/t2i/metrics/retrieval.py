@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..interfaces import CaptionedImages
-from . import Generate, cycled_captions, generate_images, seeded_caption, seeded_order
+from . import Generate, cycled_captions, generated_rows, seeded_caption, seeded_order
 
 __all__ = ["EncoderPair", "scene_classes", "image_classes", "mismatched_captions", "hit_rates", "fold_statistics",
            "r_precision_of"]
@@ -176,8 +176,10 @@ def r_precision_of(
     out: dict[str, Any] = {"n": len(rows)}
     out["real"], out["real_std"] = fold_statistics(real, folds)
     if generate is not None:
-        fake_codes = torch.cat([pair.encode_images(generate_images(generate, captions[s : s + chunk], reference.resolution, chunk))
-                                for s in range(0, len(captions), chunk)])  # fmt: skip
+        def encode(images: Tensor) -> Tensor:  # chunk by chunk, as the images come from generate()
+            return torch.cat([pair.encode_images(images[s : s + chunk]) for s in range(0, len(images), chunk)])
+
+        fake_codes = generated_rows(generate, captions, reference.resolution, encode, chunk=chunk, align=chunk)
         fake = hit_rates(fake_codes, text, local)
         out["mean"], out["std"] = fold_statistics(fake, folds)
     return out

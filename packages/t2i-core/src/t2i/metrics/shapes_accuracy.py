@@ -34,7 +34,7 @@ import torch
 from ..data.shapes import HELD_OUT_PHRASINGS, SPEC_VERSION
 from ..errors import UsageError
 from ..interfaces import CaptionedImages, Metric
-from . import Generate, generate_images, seeded_caption, seeded_order
+from . import Generate, generated_rows, seeded_caption, seeded_order
 from .shapes_reader import ATTRIBUTES, ShapesReader, load_reader
 
 __all__ = ["ShapesAccuracyConfig", "ShapesAccuracy"]
@@ -57,10 +57,14 @@ class ShapesAccuracyConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
+READER_BATCH = 500  # images per pass of ShapesReader.predict (its default batch_size)
+
+
 class ShapesAccuracy(Metric):
     """Attribute accuracy of generated Shapes images, per attribute, for seen and held-out combinations."""
 
     chunk = 250  # captions per generate() call
+    splits_across_ranks = True  # per-image predictions (t2i.metrics.generated_rows)
 
     def __init__(self, cfg: ShapesAccuracyConfig | None = None):
         self.cfg = cfg or ShapesAccuracyConfig()
@@ -78,10 +82,11 @@ class ShapesAccuracy(Metric):
         reader = self.reader(resolution)
         rows = torch.from_numpy(seeded_order(len(reference), self.cfg.seed)[: self.cfg.n])
         captions = seeded_caption(reference, rows.tolist(), self.cfg.seed)
-        fake = reader.predict(generate_images(generate, captions, resolution, self.chunk))
+        fake = generated_rows(generate, captions, resolution, reader.predict, chunk=self.chunk, align=READER_BATCH)
         rephrased = _held_out_captions(reference, rows.tolist(), self.cfg.seed)
         if rephrased:
-            fake_rephrased = reader.predict(generate_images(generate, rephrased, resolution, self.chunk))
+            fake_rephrased = generated_rows(generate, rephrased, resolution, reader.predict, chunk=self.chunk,
+                                            align=READER_BATCH)
         real = reader.predict(reference.images[rows])
         truth = {name: reference.attributes[name][rows] for name in ATTRIBUTES}
         seen = reference.attributes["seen"][rows].bool()
