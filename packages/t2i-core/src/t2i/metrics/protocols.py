@@ -371,6 +371,51 @@ register_protocol(Protocol(
 ))
 
 register_protocol(Protocol(
+    name="galip-cub",
+    paper="GALIP (Tao et al., CVPR 2023)",
+    reproduces="FID on CUB-200 birds (paper 10.08)",
+    images=35_196,
+    images_rule="sample_times=12 passes over the 2,933 CUB test images, a random caption of each per pass; "
+                "GALIP's loader drops each GPU's last partial batch (12 x 45 x 64 = 34,560 images on one GPU at batch 64)",
+    statistics="DF-GAN's `bird_val256_FIDK0.npz`, which GALIP reuses (you supply it)",
+    extractor=f"{_INCEPTION} (pytorch-fid's)",
+    resize=_PYTORCH_FID_RESIZE,
+    metrics=("fid",),
+    settings=(("fid.mode", "legacy_pytorch"),),
+    generation=(("fid.n_generated", "35196"),),
+    needs=(Needs("fid.reference_stats", "DF-GAN's CUB statistics bird_val256_FIDK0.npz (GALIP's cfg points at "
+                 "data/birds/npz/, the birds metadata linked from tobran/DF-GAN's README)", flag="--reference"),),  # fmt: skip
+    split="test",
+    data="cub",
+    source="tobran/GALIP: code/cfg/birds.yml (sample_times: 12, npz_path: ../data/birds/npz/bird_val256_FIDK0.npz, "
+           "imsize: 256); code/lib/modules.py calculate_FID_CLIP_sim (pytorch-fid InceptionV3, Normalize to [0, 1], "
+           "Resize((299, 299)), FID against the npz's mu/sigma); code/lib/perpare.py (drop_last=True)",
+    notes="GALIP scores its float generator output clamped to [-1, 1]; t2i scores uint8 images, as saved PNGs are",
+))
+
+register_protocol(Protocol(
+    name="galip-coco",
+    paper="GALIP (Tao et al., CVPR 2023)",
+    reproduces="FID on MS-COCO 2014 (paper 5.85)",
+    images=None,
+    images_rule="sample_times=1: one image per image of the test split (COCO val2014 in AttnGAN's split), a random "
+                "caption of each; GALIP's loader drops each GPU's last partial batch",
+    statistics="DF-GAN's `coco_val256_FIDK0.npz`, which GALIP reuses (you supply it)",
+    extractor=f"{_INCEPTION} (pytorch-fid's)",
+    resize=_PYTORCH_FID_RESIZE,
+    metrics=("fid",),
+    settings=(("fid.mode", "legacy_pytorch"),),
+    generation=(("fid.n", str(EVERY_IMAGE)),),
+    needs=(Needs("fid.reference_stats", "DF-GAN's COCO statistics coco_val256_FIDK0.npz (data/coco/npz/ in the coco "
+                 "metadata linked from tobran/DF-GAN's README)", flag="--reference"),),  # fmt: skip
+    split="test",
+    data="coco",
+    source="tobran/GALIP: code/cfg/coco.yml (sample_times: 1, npz_path: ../data/coco/npz/coco_val256_FIDK0.npz, "
+           "imsize: 256); code/lib/modules.py calculate_FID_CLIP_sim; code/lib/perpare.py (drop_last=True)",
+    notes="GALIP scores its float generator output clamped to [-1, 1]; t2i scores uint8 images, as saved PNGs are",
+))
+
+register_protocol(Protocol(
     name="attngan-cub",
     paper="AttnGAN (Xu et al., CVPR 2018)",
     reproduces="IS and R-precision on CUB-200 birds (paper IS 4.36, R-precision 67.82%)",
