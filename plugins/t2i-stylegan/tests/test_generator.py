@@ -79,7 +79,7 @@ def test_mapping_and_synthesis_compose_to_forward():
 
 
 def test_truncation_psi_0_gives_the_mean_image_and_psi_1_is_identity():
-    g = make_g()
+    g = make_g(truncation_center="global")
     warm_w_avg(g)
     g.eval()
     z, text = inputs(g)
@@ -104,6 +104,7 @@ def test_truncation_outside_0_1_is_refused(psi):
 
 
 def test_text_truncation_center_keeps_the_caption():
+    assert StyleGANGeneratorConfig().truncation_center == "text"  # the default: conditional truncation
     g = make_g(truncation_center="text", truncation_samples=8)
     warm_w_avg(g)
     g.eval()
