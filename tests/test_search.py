@@ -205,7 +205,10 @@ def test_the_seed_search_example_validates(capsys):
     assert cli_main(["study", "run", str(REPO / "examples" / "studies" / "seed-search.toml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "objective: maximize shapes_accuracy/mean; sampler tpe, pruner median + health verdicts" in out
-    assert "text_encoder: name=bow" in out and "| name=minilm" in out and "24 trials x 1 seeds" in out
+    assert "text_encoder: name=bow" in out and "| name=minilm" in out and "16 trials x 1 seeds" in out
+    # its committed result: the report t2i wrote, readable again from the committed storage
+    report = (REPO / "examples" / "studies" / "seed-search" / "report.md").read_text()
+    assert "### Best trial" in report and "### Compute saved by pruning" in report
 
 
 
@@ -311,3 +314,14 @@ def test_two_workers_share_one_storage_and_a_killed_search_resumes_with_its_hist
     assert record["resumed_from"] and record["step"] == 8  # the same run folder, from its checkpoint
     assert sum(t.state.name == "COMPLETE" for t in trials) == 4
     assert any(f"trial {killed.number} was killed; it runs again" in line for line in lines)
+
+
+def test_report_names_the_default_storage_by_its_place_in_the_folder():
+    """A study folder can move (examples/studies/seed-search was run elsewhere): its default storage is
+    "search.db in this folder", never the absolute path it was created at; any other URL is shown as given."""
+    from t2i.study.search_report import _storage_text
+
+    moved = {"storage": "sqlite:////tmp/elsewhere/search.db", "default_storage": True}
+    assert _storage_text(moved) == "`search.db` in this folder"
+    shared = {"storage": "postgresql://user@host/db", "default_storage": False}
+    assert _storage_text(shared) == "`postgresql://user@host/db`"

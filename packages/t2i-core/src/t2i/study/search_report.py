@@ -114,7 +114,7 @@ def search_lines(folder: Path, storage: str | None = None) -> list[str]:
              f"Objective: {info['objective']}. Sampler {info['sampler']}"
              + (f" ({', '.join(f'{k}={v}' for k, v in info['sampler_options'].items())})" if info.get("sampler_options") else "")
              + f", pruner {info['pruner']}" + (" and error-level health verdicts" if info.get("prune_on_health") else "")
-             + f"; {info['n_trials']} trials asked for. Storage: `{info['storage']}` (study `{info['study_name']}`).", "",
+             + f"; {info['n_trials']} trials asked for. Storage: {_storage_text(info)} (study `{info['study_name']}`).", "",
              "Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) + ".", "",
              "Search space: " + "; ".join(f"`{k}` {v}" for k, v in info["space"].items()) + ".", ""]
 
@@ -182,3 +182,8 @@ def search_lines(folder: Path, storage: str | None = None) -> list[str]:
     else:
         lines += ["No trial was pruned.", ""]
     return lines
+
+
+def _storage_text(info: dict[str, Any]) -> str:
+    """The default storage as the folder's file (the folder may have moved since), any other as its URL."""
+    return "`search.db` in this folder" if info.get("default_storage") else f"`{info['storage']}`"
