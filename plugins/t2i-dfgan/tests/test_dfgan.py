@@ -87,6 +87,18 @@ def test_discriminator_conforms():
     check_discriminator("dfgan", resolutions=(32, 64))
 
 
+def test_hybrid_head_conforms_and_adds_the_projection_term():
+    """``head=hybrid`` (not in the paper): NetC's logit plus ``embed(sentence) . mean-pooled 4x4 features``."""
+    check_discriminator("dfgan", resolutions=(32,), options={"nf": 4, "head": "hybrid"})
+    d = DFGANDiscriminator(DFGANDiscriminatorConfig(nf=4, head="hybrid"), resolution=32, text_dim=8)
+    image, text = torch.randn(3, 3, 32, 32), torch.randn(3, 8)
+    h, _ = d.image_features(image)
+    projection = (d.embed(text) * h.mean(dim=(2, 3))).sum(dim=1)
+    concat_only = d.head(torch.cat([h, text[:, :, None, None].expand(-1, -1, 4, 4)], dim=1)).flatten()
+    torch.testing.assert_close(d.condition(h, text), concat_only + projection)
+    assert DFGANDiscriminatorConfig().head == "concat"  # the paper's
+
+
 def test_objective_conforms():
     check_loss("dfgan", train=False)  # its real training step is the one below, with DF-GAN's networks
 
@@ -255,6 +267,7 @@ def test_truncation_applies_when_sampling_only():
         (DFGANGeneratorConfig, dict(z_dim=-1)),
         (DFGANGeneratorConfig, dict(trunc_rate=0.0)),
         (DFGANDiscriminatorConfig, dict(nf=0)),
+        (DFGANDiscriminatorConfig, dict(head="projection")),
         (DFGANLossConfig, dict(fake_weight=0.0)),
         (DFGANLossConfig, dict(base="dfgan")),
     ],

@@ -34,6 +34,7 @@ uses ``z`` as it is, as they do.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 
 from t2i.interfaces import Discriminator, Generator
 from t2i.nn import check_context, doubling_width, map_sizes, trunk_features
-from t2i.options import require_positive
+from t2i.options import require_choices, require_positive
 
 __all__ = [
     "DFGANGeneratorConfig",
@@ -100,9 +101,14 @@ class DFGANGeneratorConfig:
 class DFGANDiscriminatorConfig:
     nf: int = field(default=32, metadata={
         "help": "channels of the first conv (the authors' nf); x min(R/size, 8) per map, 8 nf at 4x4"})
+    head: Literal["concat", "hybrid"] = field(default="concat", metadata={
+        "help": "'concat': the authors' NetC (sentence tiled over the 4x4 map); 'hybrid': plus a projection "
+                "term (embedded sentence . mean-pooled 4x4 features), not in the paper: it is what lets D judge the shape on "
+                "Shapes (README)"})
 
     def __post_init__(self) -> None:
         require_positive(self, "nf")
+        require_choices(self)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,13 +252,18 @@ class DFGANDiscriminator(Discriminator):
             nn.LeakyReLU(0.2),
             nn.Conv2d(2 * cfg.nf, 1, 4, 1, 0, bias=False),
         )
+        # hybrid: the projection discriminator's term (Miyato & Koyama 2018) beside NetC's concat head
+        self.embed = nn.Linear(text_dim, widths[-1], bias=False) if cfg.head == "hybrid" else None
 
     def image_features(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
         return trunk_features(self.conv_img(image), self.blocks)
 
     def condition(self, h: Tensor, text: Tensor) -> Tensor:
         tiled = text[:, :, None, None].to(h.dtype).expand(-1, -1, h.shape[2], h.shape[3])
-        return self.head(torch.cat([h, tiled], dim=1)).flatten()
+        logits = self.head(torch.cat([h, tiled], dim=1)).flatten()
+        if self.embed is not None:  # mean-pooled: MA-GP (k 2, p 6) expects D's input gradients near 1
+            logits = logits + (self.embed(text.to(h.dtype)) * h.mean(dim=(2, 3))).sum(dim=1)
+        return logits
 
 
 def parameter_count(module: nn.Module) -> int:
