@@ -170,9 +170,10 @@ class Evaluator:
 
     Under torchrun, :meth:`run` with ``wait`` is called by every rank: the metrics that split their images
     share the work (module docstring), the others run on rank 0, and the ranks meet at a barrier at the end.
-    Without ``wait`` (rank 0 alone, at the end of a run), every metric runs whole on rank 0. Either way the
-    figures are those one process computes. The barrier and the gathers wait at most ``T2I_DIST_TIMEOUT``
-    seconds (default 1800); raise it for evaluations that take longer.
+    Without ``wait`` (rank 0 alone), every metric runs whole on rank 0; the training run always calls it with
+    ``wait``, its final evaluation included. Either way the figures are those one process computes. The
+    barrier and the gathers wait at most ``T2I_DIST_TIMEOUT`` seconds (default 1800); raise it for
+    evaluations that take longer.
     """
 
     def __init__(self, eval_cfg: EvalConfig, dataset: Dataset, resolution: int, *, seed: int, rank: int = 0):
