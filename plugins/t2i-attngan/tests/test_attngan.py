@@ -19,6 +19,7 @@ from t2i.engine.step import weighted_losses
 from t2i.errors import UsageError
 from t2i.interfaces import DiscOutput, StepOutputs, WordFeatures
 from t2i.testing import check_discriminator, check_generator, check_loss, check_text_encoder
+from t2i.testing.fixtures import one_intra_op_thread  # noqa: F401  (autouse: one thread here)
 from t2i_attngan import (
     AttnGANDiscriminator,
     AttnGANDiscriminatorConfig,
@@ -84,15 +85,6 @@ def perturb(module, std=0.05):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on a busy 2-core machine: one intra-op thread is faster. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def failures_beyond(check, allowed: dict[str, str]) -> list[str]:

@@ -18,6 +18,7 @@ import t2i
 from t2i.errors import UsageError
 from t2i.interfaces import StepOutputs
 from t2i.testing import TOY, check_discriminator, check_loss, check_pair, check_training_step
+from t2i.testing.fixtures import one_intra_op_thread  # noqa: F401  (autouse: one thread here)
 from t2i_clipd import (
     TINY_CLIP_CONFIG,
     ClipDConfig,
@@ -53,15 +54,6 @@ def clip_state(d):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on a busy 2-core machine: one intra-op thread is faster. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- the interface contract (t2i.testing) ------------------------------------------------------------------

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from t2i.testing import check_generator, check_pair
+from t2i.testing.fixtures import one_intra_op_thread  # noqa: F401  (autouse: one thread here)
 from t2i_clipd import TINY_CLIP_CONFIG, GALIPGenerator, GALIPGeneratorConfig, parameter_count
 
 TEXT_DIM = 16
@@ -18,14 +19,6 @@ TINY = {"model": TINY_CLIP_CONFIG, "weights": "random:0", "nf": 4, "code_ch": 8,
 
 def make_g(resolution=32, **options):
     return GALIPGenerator(GALIPGeneratorConfig(**(TINY | options)), resolution=resolution, text_dim=TEXT_DIM)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_generator_conforms():

@@ -15,6 +15,7 @@ import t2i
 from t2i.engine.step import weighted_losses
 from t2i.interfaces import StepOutputs
 from t2i.testing import check_discriminator, check_generator, check_loss, check_training_step
+from t2i.testing.fixtures import one_intra_op_thread  # noqa: F401  (autouse: one thread here)
 from t2i_dfgan import (
     Affine,
     DFGANDiscriminator,
@@ -64,16 +65,6 @@ def open_gates(d, value=0.5):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: on a busy 2-core machine one intra-op thread is several times faster than two
-    (no spin-waiting on a core another process holds). Restored for the tests that follow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- the interface contract (t2i.testing) ------------------------------------------------------------------

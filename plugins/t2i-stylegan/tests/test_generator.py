@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from t2i.testing import check_generator, check_training_step
+from t2i.testing.fixtures import one_intra_op_thread  # noqa: F401  (autouse: one thread here)
 from t2i_stylegan.generator import StyleGANGenerator, StyleGANGeneratorConfig, stylegan_width
 from t2i_stylegan.layers import fir_filter, modulated_conv2d, upsample2d
 
@@ -39,15 +40,6 @@ def warm_w_avg(g: StyleGANGenerator, steps: int = 3) -> None:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on a busy 2-core machine: one intra-op thread is faster. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- the interface contract (t2i.testing) ------------------------------------------------------------------
