@@ -561,3 +561,25 @@ def test_the_recipe_trains_with_the_engine(damsm_files, tmp_path):
     assert loss["terms"]["ca_kl"] == 1 / (3 * 100) and loss["terms"]["matching_aware"] == 1 / 3
     assert {"d/adv@8", "d/adv@32", "d/unconditional", "d/matching_aware", "g/damsm@32", "g/ca_kl"} <= set(result.last)
     assert "g/damsm@8" not in result.last  # DAMSM judges the final stage only
+
+
+def test_a_pretrained_damsm_encoder_is_encoded_once_and_kept_on_disk(damsm_files, tmp_path, monkeypatch):
+    from t2i.engine.captions import CaptionTable
+
+    monkeypatch.setenv("T2I_CACHE_DIR", str(tmp_path))
+    text = DamsmText(DamsmTextConfig(text_encoder=str(damsm_files / "text_encoder.pth"),
+                                     captions=str(damsm_files / "captions.pickle")))
+    assert text.cache_embeddings and not DamsmText(DamsmTextConfig()).cache_embeddings  # a random one: not kept
+    captions = ["a red circle", "a big blue square on the left", "a small green cross"]
+    key = {"data": "unit", "split": "train", "encoder": "damsm"}
+    calls = []
+    encode = text.forward_words
+    monkeypatch.setattr(text, "forward_words", lambda tokens: calls.append(len(tokens)) or encode(tokens))
+    first = CaptionTable(text, captions, torch.device("cpu"), key)
+    _, words = first.with_words(torch.tensor([0, 2]))
+    assert calls and sorted(p.parent.name for p in tmp_path.rglob("*.safetensors")) == ["embeddings", "words"]
+    calls.clear()
+    second = CaptionTable(text, captions, torch.device("cpu"), key)
+    _, words2 = second.with_words(torch.tensor([0, 2]))
+    assert calls == []  # both tables read from disk
+    assert torch.equal(second.table, first.table) and torch.equal(words2.features, words.features)

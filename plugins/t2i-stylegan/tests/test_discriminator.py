@@ -25,7 +25,7 @@ def make_d(resolution=32, **options):
     return StyleGANDiscriminator(StyleGANDiscriminatorConfig(**options), resolution=resolution, text_dim=TEXT_DIM)
 
 
-@pytest.mark.parametrize("head", ["projection", "concat"])
+@pytest.mark.parametrize("head", ["projection", "concat", "hybrid"])
 def test_the_discriminator_passes_the_kit(head):
     check_discriminator("stylegan", {"head": head}, resolutions=(32,))
 
@@ -75,6 +75,21 @@ def test_the_projection_head_is_the_dot_product_with_the_mapped_text():
     assert torch.allclose(d(image, text).logits, expected)
     out = d(image, text, text.roll(1, 0))
     assert torch.allclose(out.mismatched_logits, d(image, text.roll(1, 0)).logits, atol=1e-6)
+
+
+def test_the_hybrid_head_tiles_the_text_and_projects_on_it():
+    torch.manual_seed(0)
+    d = make_d(head="hybrid")
+    image, text = torch.rand(2, 3, 32, 32) * 2 - 1, torch.randn(2, TEXT_DIM)
+    h, _ = d.image_features(image)
+    assert h.shape[2:] == (4, 4)  # the 4x4 map (with its minibatch-std channel): the text is still to come
+    cmap = d.mapping(text)
+    tiled = cmap[:, :, None, None].expand(-1, -1, 4, 4)
+    x = d.out(d.fc(d.conv(torch.cat([h, tiled], dim=1)).flatten(1)))
+    assert x.shape == (2, d.cmap_dim)
+    assert torch.allclose(d(image, text).logits, (x * cmap).sum(dim=1) / math.sqrt(d.cmap_dim), atol=1e-6)
+    # the epilogue conv reads the tiled text besides the image features
+    assert d.conv.weight.shape[1] == h.shape[1] + d.cmap_dim
 
 
 def test_widths_follow_channel_base_and_channel_max():

@@ -15,12 +15,15 @@ times sqrt 2):
   by ``embed`` (then normalised to unit second moment) and ``cmap_layers`` fully connected layers (learning
   rate x0.01) to ``cmap``, the output layer gives ``cmap_dim`` features ``x``, and the logit is
   ``sum(x * cmap) / sqrt(cmap_dim)``. ``"concat"`` tiles ``cmap`` over the 4x4 map and concatenates it
-  before the epilogue's conv (as DF-GAN's head does), and the output layer gives one logit.
+  before the epilogue's conv (as DF-GAN's head does), and the output layer gives one logit. ``"hybrid"`` (not
+  in StyleGAN2) does both: ``cmap`` is tiled and concatenated before the conv, and the output layer's
+  ``cmap_dim`` features are projected on ``cmap``, so the text reaches D where it sees the object's place
+  (the 4x4 conv) and where it weighs whole-image features (the dot product), as t2i's default D does.
 
 Channels: ``min(channel_base // size, channel_max)`` for the ``size`` x ``size`` map. The split the
 :class:`~t2i.interfaces.Discriminator` interface asks for: :meth:`image_features` runs everything that does
-not read the text (for ``projection``, through the output layer; for ``concat``, up to the minibatch-std
-channel), and :meth:`condition` the rest, so mismatched captions cost only the head.
+not read the text (for ``projection``, through the output layer; for ``concat`` and ``hybrid``, up to the
+minibatch-std channel), and :meth:`condition` the rest, so mismatched captions cost only the head.
 
 Precision: the convolutions run in the autocast dtype (bf16); the minibatch standard deviation, the text
 mapping and the head's dot product are computed in fp32, and the logits are fp32.
@@ -66,9 +69,10 @@ class StyleGANDiscriminatorConfig:
         "help": "channels of a map are min(channel_base / size, channel_max); 16384 is StyleGAN2-ADA's paper256 "
                 "config (fmaps 0.5), 32768 its stylegan2 config"})
     channel_max: int = field(default=512, metadata={"help": "the most channels of any map (StyleGAN2: 512)"})
-    head: Literal["projection", "concat"] = field(default="projection", metadata={
+    head: Literal["projection", "concat", "hybrid"] = field(default="projection", metadata={
         "help": "'projection': StyleGAN2-ADA's conditional D, sum(features * cmap(text)) / sqrt(cmap_dim); "
-                "'concat': cmap(text) tiled over the 4x4 map and concatenated before the epilogue's conv"})
+                "'concat': cmap(text) tiled over the 4x4 map and concatenated before the epilogue's conv; "
+                "'hybrid': both (tiled before the conv, and the output features projected on cmap)"})
     cmap_dim: int = field(default=0, metadata={
         "help": "size of the mapped text cmap; 0: the channels of the 4x4 map (StyleGAN2-ADA's default)"})
     cmap_layers: int = field(default=8, metadata={
@@ -198,10 +202,10 @@ class StyleGANDiscriminator(Discriminator):
         self.blocks = nn.ModuleList(DiscriminatorBlock(i, o) for i, o in zip(widths[:-1], widths[1:]))
         self.mbstd = MinibatchStd(cfg.mbstd_group, cfg.mbstd_channels) if cfg.mbstd_channels else nn.Identity()
         self.mapping = TextMapping(text_dim, self.cmap_dim, cfg.cmap_layers)
-        text_in = self.cmap_dim if cfg.head == "concat" else 0
+        text_in = self.cmap_dim if cfg.head in ("concat", "hybrid") else 0
         self.conv = DownConv2d(c4 + cfg.mbstd_channels + text_in, c4, 3)
         self.fc = EqualLinear(c4 * 16, c4, activation="lrelu")
-        self.out = EqualLinear(c4, self.cmap_dim if cfg.head == "projection" else 1)
+        self.out = EqualLinear(c4, 1 if cfg.head == "concat" else self.cmap_dim)
 
     def _epilogue(self, x: Tensor) -> Tensor:
         """The 4x4 map (with its minibatch-std channel) -> conv, fc, output layer (fp32 output)."""
@@ -220,8 +224,10 @@ class StyleGANDiscriminator(Discriminator):
 
     def condition(self, h: Tensor, text: Tensor) -> Tensor:
         cmap = self.mapping(text)
-        if self.cfg.head == "concat":
+        if self.cfg.head != "projection":  # the text tiled over the 4x4 map, before the epilogue's conv
             tiled = cmap.to(h.dtype)[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
-            return self._epilogue(torch.cat([h, tiled], dim=1)).flatten()
+            h = self._epilogue(torch.cat([h, tiled], dim=1))
+            if self.cfg.head == "concat":
+                return h.flatten()
         with fp32(h):
             return (h.float() * cmap).sum(dim=1) / math.sqrt(self.cmap_dim)
