@@ -22,7 +22,7 @@ from t2i_specnorm import (
     apply_spectral_norm,
     is_spectrally_normalised,
 )
-from t2i_specnorm.wrapper import parse_options
+from t2i.options import parse_option_string
 
 TEXT_DIM = 16
 B = 4
@@ -227,9 +227,11 @@ def test_sn_wrapper_leaves_what_is_normalised_and_copies_capabilities():
 
 
 def test_sn_wrapper_options_and_errors():
-    assert parse_options("ndf=32,norm=none") == {"ndf": "32", "norm": "none"}
-    assert parse_options("ch=8,attn_res=16,32") == {"ch": "8", "attn_res": "16,32"}
-    assert parse_options("") == {}
+    assert parse_option_string("ndf=32,norm=none") == {"ndf": "32", "norm": "none"}
+    assert parse_option_string("ch=8,attn_res=16,32") == {"ch": "8", "attn_res": "16,32"}
+    assert parse_option_string("") == {}
+    with pytest.raises(ValueError, match="base_options: expected KEY=VALUE"):
+        parse_option_string("=3")
     reg = t2i.registry("discriminators")
     d = reg.create("sn", {"base_options": "ndf=8,norm=none"}, resolution=64, text_dim=TEXT_DIM)
     assert d.cfg.base_options == {  # written back in full, so a run's config.toml records the base's defaults

@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 from .errors import ConfigError
 
 __all__ = [
-    "coerce", "build_config", "parse_assignments", "describe_fields", "config_to_dict", "require_positive",
+    "coerce", "build_config", "parse_assignments", "parse_option_string", "describe_fields", "config_to_dict", "require_positive",
     "require_non_negative", "require_choices", "check_config_class",
 ]
 
@@ -164,6 +164,24 @@ def parse_assignments(items: list[str] | tuple[str, ...] | None, flag: str = "-o
         if not sep or not key.strip():
             raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
         out[key.strip()] = value.strip()
+    return out
+
+
+def parse_option_string(text: str, name: str = "base_options") -> dict[str, str]:
+    """``"ndf=32,attn_res=16,32"`` -> ``{"ndf": "32", "attn_res": "16,32"}``: a wrapped component's options given
+    as one command-line value (``-D base_options=...``). A piece without ``=`` continues the previous value, so
+    list values need no quoting; ``name`` is the option named in the error."""
+    out: dict[str, str] = {}
+    key = None
+    for piece in text.split(","):
+        option, sep, value = piece.partition("=")
+        if sep and option.strip():
+            key = option.strip()
+            out[key] = value.strip()
+        elif key is not None and not sep:
+            out[key] += "," + piece.strip()
+        elif piece.strip():
+            raise ValueError(f"{name}: expected KEY=VALUE[,KEY=VALUE...], got {text!r}")
     return out
 
 

@@ -21,13 +21,12 @@ from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
 
 from t2i.errors import UsageError
 from t2i.interfaces import DiscOutput, Discriminator
-from t2i.options import config_to_dict, require_positive
+from t2i.options import config_to_dict, parse_option_string, require_positive
 from t2i.plugins import registry
 
 __all__ = [
     "apply_spectral_norm",
     "is_spectrally_normalised",
-    "parse_options",
     "SNWrapperConfig",
     "SNDiscriminator",
 ]
@@ -64,23 +63,6 @@ def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1) -> list[
     return [name for name, _ in todo]
 
 
-def parse_options(text: str) -> dict[str, str]:
-    """``"ndf=32,attn_res=16,32"`` -> ``{"ndf": "32", "attn_res": "16,32"}``: a piece without ``=`` continues
-    the previous value, so list values need no quoting."""
-    out: dict[str, str] = {}
-    key = None
-    for piece in text.split(","):
-        name, sep, value = piece.partition("=")
-        if sep and name.strip():
-            key = name.strip()
-            out[key] = value.strip()
-        elif key is not None and not sep:
-            out[key] += "," + piece.strip()
-        elif piece.strip():
-            raise ValueError(f"base_options: expected KEY=VALUE[,KEY=VALUE...], got {text!r}")
-    return out
-
-
 @dataclass
 class SNWrapperConfig:
     base: str = field(
@@ -100,7 +82,7 @@ class SNWrapperConfig:
         if self.base == "sn":
             raise ValueError("base: 'sn' cannot wrap itself; name the discriminator to normalise")
         if isinstance(self.base_options, str):
-            self.base_options = parse_options(self.base_options)
+            self.base_options = parse_option_string(self.base_options)
         require_positive(self, "n_power_iterations")
 
 
