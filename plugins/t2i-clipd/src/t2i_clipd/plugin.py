@@ -1,9 +1,11 @@
-"""t2i hooks: registers the ``galip`` generator, the ``clipd`` discriminator and the ``clip_sim`` and ``clip_ma_gp`` loss terms.
+"""t2i hooks: registers the ``galip`` generator, the ``clipd`` discriminator, the ``clip_sim`` and ``clip_ma_gp`` loss
+terms and the ``t2i clip`` command group (``t2i clip pretrain``: :mod:`t2i_clipd.pretrain`).
 
 The class is named by reference (``"module:Name"``): t2i imports it when the component is first built or
-described, so ``t2i --help`` and ``t2i list`` load neither open-clip nor the network. Its test options point
-at a tiny ViT config shipped with the package (``tiny-clip-vit.json``: 32 px, patches of 8, 3 blocks of
-width 64) with random frozen weights, since no CLIP weights can be assumed in a test.
+described, so ``t2i --help`` and ``t2i list`` load neither open-clip nor the network (the command's module
+imports them only when the command runs). Its test options point at a tiny ViT config shipped with the package
+(``tiny-clip-vit.json``: 32 px, patches of 8, 3 blocks of width 64) with random frozen weights, since no CLIP
+weights can be assumed in a test.
 """
 
 from __future__ import annotations
@@ -60,3 +62,10 @@ def t2i_register_losses(register):
         help="D term (GALIP): matching-aware gradient penalty k*E||grad_(CLIP grids, sentence) D(real, text)||^p "
              "(k=2, p=6), the gradient taken at the frozen CLIP's features of the real images; --disc clipd only",
     )
+
+
+@hookimpl
+def t2i_register_commands(app):
+    from .cli import clip_app
+
+    app.add_typer(clip_app, name="clip")
