@@ -182,7 +182,9 @@ def _discriminator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_
         with torch.no_grad():
             a_out, b_out = run(ref, image, text).logits, run(cl, x_cl, text).logits
         _comparable(a_out, b_out)
-        assert torch.allclose(a_out, b_out, rtol=1e-4, atol=1e-4), (
+        # a layout bug (a view that assumes contiguous memory) moves outputs by O(1); fp32 convolution kernels that
+        # sum in another order for the other layout differ by up to ~1e-4 in deep networks on some CPUs
+        assert torch.allclose(a_out, b_out, rtol=1e-3, atol=1e-3), (
             f"a channels_last input changes the logits (max difference {_max_diff(a_out, b_out):.3g})"
         )
         objective_on(x_cl.clone().requires_grad_(True))(cl.train()).backward()

@@ -152,7 +152,9 @@ def _generator_at(report: Report, name: str, cfg: Any, r: int, b: int, text_dim:
             a_out, b_out = run(ref, z, text), run(cl, z, text)
         _comparable(a_out, b_out)
         _assert_image(b_out, shape, z.dtype, " with channels_last weights")
-        assert torch.allclose(a_out, b_out, rtol=1e-4, atol=1e-4), (
+        # a layout bug (a view that assumes contiguous memory) moves outputs by O(1); fp32 convolution kernels that
+        # sum in another order for the other layout differ by up to ~1e-4 in deep networks on some CPUs
+        assert torch.allclose(a_out, b_out, rtol=1e-3, atol=1e-3), (
             f"channels_last weights change the output (max difference {_max_diff(a_out, b_out):.3g})"
         )
         objective(cl.train()).backward()
