@@ -117,12 +117,14 @@ class WandbLogger(Logger):
         import wandb
 
         codes = sorted({v.code for v in verdicts})
-        self.run.summary["health"] = ",".join(codes) or "ok"
-        for code in codes:
-            self.run.summary[f"health/{code}"] = "\n".join(v.line(status=True) for v in verdicts if v.code == code)
         rows = [[v.code, v.severity, v.first_step, v.last_step, v.cleared_at if v.cleared_at is not None else -1,
                  v.message, v.suggestion] for v in verdicts]
-        self.run.summary["health_verdicts"] = wandb.Table(columns=_VERDICT_COLUMNS, data=rows)
+        # one summary update (one record), not one per key: a run finished right after keeps all of them
+        self.run.summary.update({
+            "health": ",".join(codes) or "ok",
+            **{f"health/{code}": "\n".join(v.line(status=True) for v in verdicts if v.code == code) for code in codes},
+            "health_verdicts": wandb.Table(columns=_VERDICT_COLUMNS, data=rows),
+        })
         if self.mode == "online":
             for v in verdicts:
                 if v.severity == "error":
