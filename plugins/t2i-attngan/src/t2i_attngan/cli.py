@@ -5,12 +5,11 @@ The command parses and validates; :func:`t2i_attngan.pretrain.pretrain_damsm` do
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from t2i.errors import UsageError
-from t2i.options import parse_assignments
 
 damsm_app = typer.Typer(
     name="damsm",
@@ -44,19 +43,13 @@ def pretrain(
     formats: use them with --text-encoder damsm -T text_encoder=OUT/text_encoder.pth -T captions=OUT/captions.pickle
     and --term damsm=5 --set loss.term_options.damsm.image_encoder=OUT/image_encoder.pth (see the plugin's README)."""
     from t2i.device import pick_device
-    from t2i.plugins import registry
+    from t2i.cli.data import open_dataset
 
     from .pretrain import pretrain_damsm
 
     if trunk not in ("inception", "small"):
         raise UsageError(f"--trunk must be inception or small, got {trunk!r}")
-    name, _, path = data.partition(":")
-    if not name:
-        raise UsageError("--data: expected NAME or NAME:PATH")
-    options: dict[str, Any] = dict(parse_assignments(data_opts, "-d"))
-    if path:
-        options["root"] = path
-    dataset, _ = registry("datasets").build(name, options)
+    _, dataset = open_dataset(data, data_opts)
     train = dataset.load("train", resolution)
 
     def log(message: str) -> None:

@@ -5,12 +5,11 @@ The command parses and validates; :func:`t2i_clipd.pretrain.pretrain_clip` does 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from t2i.errors import UsageError
-from t2i.options import parse_assignments
 
 clip_app = typer.Typer(
     name="clip",
@@ -51,21 +50,15 @@ def pretrain(
     write the weights: use them with --disc clipd -D model=MODEL -D weights=OUT, --text-encoder clip -T model=MODEL
     -T weights=OUT, or the clip_sim term (see the plugin's README). Prints held-out retrieval before and after."""
     from t2i.device import pick_device
-    from t2i.plugins import registry
+    from t2i.cli.data import open_dataset
 
     from .pretrain import check_settings, clip_image_size, default_warmup, format_retrieval, pretrain_clip
 
     warmup = default_warmup(steps) if warmup is None else warmup
     check_settings(out, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
                    eval_size=eval_size)
-    name, _, path = data.partition(":")
-    if not name:
-        raise UsageError("--data: expected NAME or NAME:PATH")
-    options: dict[str, Any] = dict(parse_assignments(data_opts, "-d"))
-    if path:
-        options["root"] = path
     resolution = resolution or clip_image_size(model)
-    dataset, _ = registry("datasets").build(name, options)
+    _, dataset = open_dataset(data, data_opts)
     train = dataset.load("train", resolution)
     test = None
     if eval_size:

@@ -44,6 +44,8 @@ def open_dataset(spec: str, options: list[str] | None = None) -> tuple[str, Data
     from ..plugins import registry
 
     name, _, path = spec.partition(":")
+    if not name:
+        raise UsageError("--data: expected NAME or NAME:PATH")
     raw: dict[str, Any] = dict(parse_assignments(options, "-d"))
     if path:
         raw["root"] = path
