@@ -30,15 +30,15 @@ TINY_TEXT = {"gru": {"text_encoder.options.dim": 16}}
 NO_OWN_PROTOCOL = {"cub-stylegan-t-256.toml"}
 
 
-def damsm_pair(data: str, root: Path, resolution: int, out: Path) -> dict[str, str]:
-    """The DAMSM pair an AttnGAN recipe needs, pretrained for two steps by ``t2i damsm pretrain`` (small trunk) on
-    the same miniature data; the recipe's paths pointed at it."""
+def damsm_pair(data: str, root: Path, resolution: int, out: Path, term: bool) -> dict[str, str]:
+    """The DAMSM pair an AttnGAN recipe needs (a DF-GAN recipe: the text encoder only, ``term`` false), pretrained
+    for two steps by ``t2i damsm pretrain`` (small trunk) on the same miniature data; the recipe's paths pointed at it."""
     code = cli_main(["damsm", "pretrain", "--data", f"{data}:{root}", "-d", "quiet=true", "--resolution", str(resolution),
                      "--trunk", "small", "--steps", "2", "--batch-size", "4", "--nef", "8", "--out", str(out)])
     assert code == 0
     return {"text_encoder.options.text_encoder": str(out / "text_encoder.pth"),
             "text_encoder.options.captions": str(out / "captions.pickle"),
-            "loss.term_options.damsm.image_encoder": str(out / "image_encoder.pth")}
+            **({"loss.term_options.damsm.image_encoder": str(out / "image_encoder.pth")} if term else {})}
 
 
 def read(name: str) -> tuple[dict, str]:
@@ -72,7 +72,7 @@ def test_a_recipe_trains_on_a_miniature_data_set_in_its_layout(name, tmp_path):
     root = make_cub(tmp_path, embeddings=False) if data == "cub" else make_coco(tmp_path, n_train=6, n_test=2)
     tiny = TINY.get(recipe["generator"]["name"], {}) | TINY_TEXT.get(recipe["text_encoder"]["name"], {})
     if recipe["text_encoder"]["name"] == "damsm":
-        tiny |= damsm_pair(data, root, recipe["data"]["resolution"], tmp_path / "damsm")
+        tiny |= damsm_pair(data, root, recipe["data"]["resolution"], tmp_path / "damsm", "damsm" in recipe["loss"].get("terms", {}))
     if recipe["discriminator"]["name"] == "clipd":  # GALIP: a tiny CLIP ViT (t2i-clipd's) for text, D and clip_sim
         from t2i_clipd.testing import tiny_recipe_sets
         tiny = {k: v for k, v in tiny.items() if not k.startswith("discriminator.")} | tiny_recipe_sets(tmp_path / "clip", recipe)
