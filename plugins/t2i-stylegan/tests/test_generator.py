@@ -45,8 +45,8 @@ def _seed():
 # -- the interface contract (t2i.testing) ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options", [{}, {"architecture": "resnet"}, {"mixing_prob": 0.0}],
-                         ids=["skip", "resnet", "no-mixing"])
+@pytest.mark.parametrize("options", [{}, {"architecture": "resnet"}, {"mixing_prob": 0.0}, {"text_path": "styles"}],
+                         ids=["skip", "resnet", "no-mixing", "text-to-styles"])
 def test_generator_conforms(options):
     check_generator("stylegan", options)
 
@@ -124,6 +124,33 @@ def test_w_avg_moves_in_train_mode_only():
         g(z, text)
     assert torch.allclose(g.w_avg, 0.1 * w.mean(0), atol=1e-6)  # mean(w).lerp(0, 0.9)
     assert "w_avg" in g.state_dict()
+
+
+def test_text_to_styles_skips_the_mapping_layers_and_reaches_every_style():
+    """StyleGAN-T's path: the mapping layers see z alone; w = [mapping(z); norm(text)] at every layer."""
+    g = make_g(text_path="styles", truncation_center="global", w_avg_beta=0.5)
+    assert g.embed is None and g.fc[0].weight.shape[1] == g.z_dim  # the first mapping layer reads z only
+    assert g.w_dim == 32 + TEXT_DIM and g.w_avg.shape == (32,)
+    for block in g.blocks:  # every style affine reads the text
+        assert block.conv1.affine.weight.shape[1] == g.w_dim
+    z, text = inputs(g)
+    ws = g.mapping(z, text)
+    assert ws.shape == (B, g.num_ws, g.w_dim) and torch.equal(ws, ws[:, :1].expand_as(ws))
+    expected_text = text / text.square().mean(1, keepdim=True).add(1e-8).sqrt()
+    torch.testing.assert_close(ws[:, 0, 32:], expected_text)
+    assert torch.equal(g.mapping(z, text.roll(1, 0))[:, 0, :32], ws[:, 0, :32])  # the text does not enter the mapping
+    # w_avg tracks the z part; truncation toward it keeps the caption (StyleGAN-T truncates its mapping output)
+    g.train()
+    with torch.no_grad():
+        g(z, text)
+    torch.testing.assert_close(g.w_avg, 0.5 * ws[:, 0, :32].mean(0))
+    g.eval()
+    at0 = g.mapping(z, text, truncation=0.0)[:, 0]
+    torch.testing.assert_close(at0[:, :32], g.w_avg.expand(B, -1))
+    torch.testing.assert_close(at0[:, 32:], expected_text)
+    text_center = make_g(text_path="styles", truncation_samples=4)
+    text_center.load_state_dict(g.state_dict())
+    torch.testing.assert_close(text_center.eval().mapping(z, text, truncation=0.0)[:, 0, 32:], expected_text)
 
 
 # -- style mixing, noise, precision ------------------------------------------------------------------------

@@ -1,11 +1,18 @@
 """StyleGAN2's generator (Karras et al., CVPR 2020) conditioned on a sentence embedding, as StyleGAN2-ADA
 conditions on a class label and StyleGAN-T and LAFITE on a CLIP text embedding.
 
-Mapping network: ``z`` (normalised to unit second moment) and ``embed(text)`` (an equalized-lr linear layer
-to ``w_dim``, normalised the same way) are concatenated and pass ``mapping_layers`` equalized-lr FC layers
-with leaky ReLU and learning-rate multiplier 0.01, giving ``w``; ``w`` is broadcast to the ``num_ws``
-inputs of the synthesis network. In training mode, the forward pass tracks ``w_avg``, the moving average of
-``w`` (beta 0.995).
+Mapping network (``text_path = "mapping"``, StyleGAN2-ADA's conditioning, LAFITE's): ``z`` (normalised to
+unit second moment) and ``embed(text)`` (an equalized-lr linear layer to ``w_dim``, normalised the same way)
+are concatenated and pass ``mapping_layers`` equalized-lr FC layers with leaky ReLU and learning-rate
+multiplier 0.01, giving ``w``; ``w`` is broadcast to the ``num_ws`` inputs of the synthesis network. In
+training mode, the forward pass tracks ``w_avg``, the moving average of ``w`` (beta 0.995).
+
+``text_path = "styles"`` is StyleGAN-T's (autonomousvision/stylegan-t, ``networks/generator.py``): the
+mapping layers see ``z`` alone, and the text skips them: ``w = [mapping(z); norm(text)]`` (``w_dim +
+text_dim`` wide), so every style's affine layer reads the caption directly, at the full learning rate,
+instead of through layers at 0.01 x lr. ``norm`` is the unit second moment (StyleGAN-T feeds the CLIP
+embedding as it is; normalising makes the text's scale independent of the encoder). ``w_avg`` and
+truncation then concern the ``z`` part only, as StyleGAN-T truncates its mapping output and keeps the text.
 
 Synthesis network: a learned 4x4 constant, then one block per resolution 4, 8, ..., R. A block has two 3x3
 modulated convolutions (:class:`~t2i_stylegan.layers.SynthesisLayer`; the first upsamples x2, except at
@@ -99,6 +106,9 @@ class StyleGANGeneratorConfig:
                 "the caption itself, over truncation_samples fixed z; StyleGAN-T's conditional truncation)"})
     truncation_samples: int = field(default=64, metadata={
         "help": "how many fixed z estimate a caption's mean w when truncation_center is text"})
+    text_path: Literal["mapping", "styles"] = field(default="mapping", metadata={
+        "help": "mapping: the text enters the mapping network with z (StyleGAN2-ADA, LAFITE); styles: the "
+                "mapping sees z alone and w = [mapping(z); text], so every style reads the text (StyleGAN-T)"})
 
     def __post_init__(self) -> None:
         require_positive(self, "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max",
@@ -171,11 +181,13 @@ class StyleGANGenerator(Generator):
             raise ValueError(f"channel_base ({cfg.channel_base}) must be at least the resolution "
                              f"({resolution}): the {resolution} px block would have no channels")
         self.cfg, self.resolution, self.text_dim = cfg, resolution, text_dim
-        self.z_dim, self.w_dim = cfg.z_dim, cfg.w_dim
+        self.text_to_styles = cfg.text_path == "styles"
+        # w_dim: what each style reads (the mapping's output, plus the text when it skips the mapping)
+        self.z_dim, self.w_dim = cfg.z_dim, cfg.w_dim + (text_dim if self.text_to_styles else 0)
 
         # mapping network
-        self.embed = EqualLinear(text_dim, cfg.w_dim)
-        widths = [cfg.z_dim + cfg.w_dim] + [cfg.w_dim] * cfg.mapping_layers
+        self.embed = None if self.text_to_styles else EqualLinear(text_dim, cfg.w_dim)
+        widths = [cfg.z_dim + (0 if self.text_to_styles else cfg.w_dim)] + [cfg.w_dim] * cfg.mapping_layers
         self.fc = nn.ModuleList(
             EqualLinear(i, o, activation="lrelu", lr_multiplier=cfg.mapping_lr_multiplier)
             for i, o in zip(widths[:-1], widths[1:])
@@ -186,7 +198,7 @@ class StyleGANGenerator(Generator):
         sizes = map_sizes(resolution)
         channels = [stylegan_width(cfg.channel_base, cfg.channel_max, s) for s in sizes]
         self.blocks = nn.ModuleList(
-            SynthesisBlock(channels[i - 1] if i else 0, channels[i], cfg.w_dim, s,
+            SynthesisBlock(channels[i - 1] if i else 0, channels[i], self.w_dim, s,
                            architecture=cfg.architecture, is_last=s == resolution)
             for i, s in enumerate(sizes)
         )
@@ -197,14 +209,16 @@ class StyleGANGenerator(Generator):
     def mapping(self, z: Tensor, text: Tensor, truncation: float = 1.0, update_w_avg: bool = False) -> Tensor:
         """``(z, text)`` -> ``ws`` ``(B, num_ws, w_dim)`` in fp32, every row the same ``w``.
 
-        ``update_w_avg``: move ``w_avg`` toward this batch's mean ``w`` (only in train mode). ``truncation``
-        psi in [0, 1]: ``center.lerp(w, psi)`` (1: unchanged, 0: the center; see ``truncation_center``).
+        ``update_w_avg``: move ``w_avg`` toward this batch's mean ``w`` (its ``z`` part with ``text_path =
+        "styles"``; only in train mode). ``truncation`` psi in [0, 1]: ``center.lerp(w, psi)`` (1: unchanged,
+        0: the center; see ``truncation_center``).
         """
         _check_psi(truncation)
         w = self._map(z, text)
         if update_w_avg and self.training:
             with torch.no_grad():
-                self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.cfg.w_avg_beta))
+                mapped = w[:, :self.cfg.w_dim].detach()
+                self.w_avg.copy_(mapped.mean(dim=0).lerp(self.w_avg, self.cfg.w_avg_beta))
         if truncation != 1:
             w = self._center(text).lerp(w, truncation)
         return w[:, None, :].repeat(1, self.num_ws, 1)
@@ -242,18 +256,24 @@ class StyleGANGenerator(Generator):
     # -- parts -----------------------------------------------------------------------------------------
 
     def _map(self, z: Tensor, text: Tensor) -> Tensor:
-        """The mapping network proper: ``[norm(z); norm(embed(text))]`` -> ``w`` ``(B, w_dim)``, in fp32."""
+        """The mapping network proper: ``[norm(z); norm(embed(text))]`` -> ``w`` ``(B, w_dim)``, in fp32
+        (``text_path = "styles"``: ``norm(z)`` -> ``x``, and ``w = [x; norm(text)]``)."""
         with fp32(z):
-            y = normalize_2nd_moment(self.embed(text.float()))
-            x = torch.cat([normalize_2nd_moment(z.float()), y], dim=1)
+            x = normalize_2nd_moment(z.float())
+            if self.embed is not None:
+                x = torch.cat([x, normalize_2nd_moment(self.embed(text.float()))], dim=1)
             for layer in self.fc:
                 x = layer(x)
+            if self.text_to_styles:
+                x = torch.cat([x, normalize_2nd_moment(text.float())], dim=1)
         return x
 
     def _center(self, text: Tensor) -> Tensor:
         """What truncation pulls toward: ``w_avg`` ``(w_dim,)``, or each caption's mean ``w``
-        ``(B, w_dim)``."""
+        ``(B, w_dim)``. With ``text_path = "styles"`` the text part of the center is the caption's own."""
         if self.cfg.truncation_center == "global":
+            if self.text_to_styles:
+                return torch.cat([self.w_avg.expand(text.shape[0], -1), normalize_2nd_moment(text.float())], dim=1)
             return self.w_avg
         n, b = self.cfg.truncation_samples, text.shape[0]
         z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(0)).to(text.device)
