@@ -160,6 +160,8 @@ def test_taps_the_chosen_blocks_and_shapes():
 def test_the_sentence_conditions_and_gates_start_closed():
     d = make_d()
     assert all(b.gamma.item() == 0 and b.beta.item() == 0 for b in d.blocks) and d.main.gamma.item() == 0
+    opened = make_d(gate_init=1.0)
+    assert all(b.gamma.item() == 1 and b.beta.item() == 1 for b in opened.blocks) and opened.main.gamma.item() == 1
     image, text = torch.rand(B, 3, 32, 32) * 2 - 1, torch.randn(B, TEXT_DIM)
     out = d(image, text, mismatched_text=text.roll(1, 0))
     assert out.logits.shape == (B,) and not torch.allclose(out.logits, out.mismatched_logits)

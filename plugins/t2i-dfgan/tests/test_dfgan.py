@@ -166,6 +166,13 @@ def test_fusion_starts_as_the_identity_and_the_gates_closed():
     assert all(b.gamma.item() == 0 for b in make_d().blocks)
 
 
+def test_gate_init_opens_the_down_blocks_from_the_start():
+    d = make_d(gate_init=1.0)
+    assert all(b.gamma.item() == 1 for b in d.blocks)
+    block, h = d.blocks[0], d.conv_img(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(block(h), F.avg_pool2d(block.shortcut(h), 2) + block.residual(h))
+
+
 def test_every_parameter_takes_part_in_every_step():
     """No parameter is left out of the graph, even with the gates closed (DDP: no find_unused_parameters)."""
     g, d = make_g(64), make_d(64)

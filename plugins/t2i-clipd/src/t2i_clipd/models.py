@@ -75,6 +75,9 @@ class ClipDConfig:
         "help": "channels of the trunk's last block, which the sentence is concatenated to (GALIP: 512)"})
     joint_width: int = field(default=128, metadata={
         "help": "channels of the conditional head's hidden conv (GALIP's NetC: 128)"})
+    gate_init: float = field(default=0.0, metadata={
+        "help": "start value of the D blocks' learned gates gamma and beta (GALIP: 0, which keeps the trunk "
+                "near its first grid for thousands of steps; 1 opens them from the start, README)"})
 
     def __post_init__(self) -> None:
         require_positive(self, "head_width", "joint_width")
@@ -82,13 +85,14 @@ class ClipDConfig:
 
 
 class DBlock(nn.Module):
-    """GALIP's ``D_Block``: ``shortcut(x) + gamma * conv(x) [+ beta * clip_feature]``, gates learned from 0.
+    """GALIP's ``D_Block``: ``shortcut(x) + gamma * conv(x) [+ beta * clip_feature]``, gates learned from
+    ``gate_init`` (GALIP: 0).
 
     ``conv`` is conv3x3, LeakyReLU(0.2), conv3x3, LeakyReLU(0.2), without biases, keeping the grid size; the
     1x1 shortcut conv is built only where the width changes.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, *, clip_feature: bool):
+    def __init__(self, in_ch: int, out_ch: int, *, clip_feature: bool, gate_init: float = 0.0):
         super().__init__()
         self.residual = nn.Sequential(
             nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=False),
@@ -97,8 +101,8 @@ class DBlock(nn.Module):
             nn.LeakyReLU(0.2),
         )
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-        self.gamma = nn.Parameter(torch.zeros(1))
-        self.beta = nn.Parameter(torch.zeros(1)) if clip_feature else None
+        self.gamma = nn.Parameter(torch.full((1,), float(gate_init)))
+        self.beta = nn.Parameter(torch.full((1,), float(gate_init))) if clip_feature else None
 
     def forward(self, x: Tensor, clip_feature: Tensor | None = None) -> Tensor:
         out = self.shortcut(x) + self.gamma * self.residual(x)
@@ -122,8 +126,9 @@ class ClipDiscriminator(Discriminator):
         object.__setattr__(self, "vit", TappedViT(bundle, cfg.layers))  # not a submodule: see the module docstring
         width, grid = self.vit.width, self.vit.grid
 
-        self.blocks = nn.ModuleList(DBlock(width, width, clip_feature=True) for _ in cfg.layers[1:])
-        self.main = DBlock(width, cfg.head_width, clip_feature=False)
+        self.blocks = nn.ModuleList(DBlock(width, width, clip_feature=True, gate_init=cfg.gate_init)
+                                    for _ in cfg.layers[1:])
+        self.main = DBlock(width, cfg.head_width, clip_feature=False, gate_init=cfg.gate_init)
         # which CLIP this head was trained on, saved with it: loading it onto other CLIP weights is refused
         self.register_buffer("clip_id", _clip_id(bundle.name, bundle.weights_sha256 or bundle.weights))
         first = min(4, grid)

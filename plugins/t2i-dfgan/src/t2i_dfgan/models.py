@@ -105,6 +105,9 @@ class DFGANDiscriminatorConfig:
         "help": "'concat': the authors' NetC (sentence tiled over the 4x4 map); 'hybrid': plus a projection "
                 "term (embedded sentence . mean-pooled 4x4 features), not in the paper: it is what lets D judge the shape on "
                 "Shapes (README)"})
+    gate_init: float = field(default=0.0, metadata={
+        "help": "start value of each down block's residual gate gamma (the authors': 0, which leaves D's trunk "
+                "almost linear for thousands of steps; 1 opens it from the start, README)"})
 
     def __post_init__(self) -> None:
         require_positive(self, "nf")
@@ -175,13 +178,14 @@ class GBlock(nn.Module):
 
 
 class DBlock(nn.Module):
-    """``avgpool2(shortcut(x)) + gamma * LReLU(conv3x3(LReLU(conv4x4 stride 2(x))))``, ``gamma`` from 0.
+    """``avgpool2(shortcut(x)) + gamma * LReLU(conv3x3(LReLU(conv4x4 stride 2(x))))``, ``gamma`` from
+    ``gate_init`` (the authors': 0).
 
     The 1x1 shortcut conv is built only where the width changes (the authors build it always and use it
     only then).
     """
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, gate_init: float = 0.0):
         super().__init__()
         self.residual = nn.Sequential(
             nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False),
@@ -190,7 +194,7 @@ class DBlock(nn.Module):
             nn.LeakyReLU(0.2),
         )
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-        self.gamma = nn.Parameter(torch.zeros(1))
+        self.gamma = nn.Parameter(torch.full((1,), float(gate_init)))
 
     def forward(self, x: Tensor) -> Tensor:
         return F.avg_pool2d(self.shortcut(x), 2) + self.gamma * self.residual(x)
@@ -246,7 +250,7 @@ class DFGANDiscriminator(Discriminator):
         widths = [dfgan_width(cfg.nf, resolution, s) for s in map_sizes(resolution)[::-1]]  # R ... 4x4
 
         self.conv_img = nn.Conv2d(3, widths[0], 3, 1, 1)
-        self.blocks = nn.ModuleList(DBlock(i, o) for i, o in zip(widths[:-1], widths[1:]))
+        self.blocks = nn.ModuleList(DBlock(i, o, cfg.gate_init) for i, o in zip(widths[:-1], widths[1:]))
         self.head = nn.Sequential(
             nn.Conv2d(widths[-1] + text_dim, 2 * cfg.nf, 3, 1, 1, bias=False),
             nn.LeakyReLU(0.2),
