@@ -63,6 +63,22 @@ def test_discriminator_conforms():
     check_discriminator("clipd", resolutions=(32,))  # every size is resized to CLIP's input: one is enough
 
 
+def test_hybrid_head_conforms_and_adds_the_projection_term():
+    """``head=hybrid`` (not in the paper): NetC's logit plus ``embed(sentence) . mean-pooled trunk features``."""
+    from t2i_clipd.plugin import TINY_CLIP_CONFIG
+
+    check_discriminator("clipd", resolutions=(32,), options={"model": TINY_CLIP_CONFIG, "weights": "random:0",
+                                                             "layers": (0, 1, 2), "head_width": 16,
+                                                             "joint_width": 8, "head": "hybrid"})
+    d = make_d(head="hybrid")
+    image, text = torch.rand(B, 3, 32, 32) * 2 - 1, torch.randn(B, TEXT_DIM)
+    h, _ = d.image_features(image)
+    projection = (d.embed(text) * h.mean(dim=(2, 3))).sum(dim=1)
+    tiled = text[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+    torch.testing.assert_close(d.condition(h, text), d.head(torch.cat([h, tiled], dim=1)).flatten() + projection)
+    assert make_d().embed is None  # GALIP's concat head is the default
+
+
 # Every generator x clipd pair (and galip x every discriminator) is trained by the kit's pair check in
 # tests/test_conformance.py (test_pair_trains_with_the_engine_or_is_refused_as_it_must_be), which parametrizes
 # over the registry; here, the one pair whose path differs: a multi-scale generator, whose final image D judges.

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from t2i.errors import UsageError
 from t2i.interfaces import Discriminator
 from t2i.nn import check_context
-from t2i.options import require_positive
+from t2i.options import require_choices, require_positive
 
 from .vit import TappedViT, load_vit
 
@@ -75,12 +75,16 @@ class ClipDConfig:
         "help": "channels of the trunk's last block, which the sentence is concatenated to (GALIP: 512)"})
     joint_width: int = field(default=128, metadata={
         "help": "channels of the conditional head's hidden conv (GALIP's NetC: 128)"})
+    head: Literal["concat", "hybrid"] = field(default="concat", metadata={
+        "help": "'concat': GALIP's NetC (sentence tiled over the grid); 'hybrid': plus a projection term "
+                "(embedded sentence . mean-pooled trunk features), not in the paper (as t2i-dfgan's head=hybrid)"})
     gate_init: float = field(default=0.0, metadata={
         "help": "start value of the D blocks' learned gates gamma and beta (GALIP: 0, which keeps the trunk "
                 "near its first grid for thousands of steps; 1 opens them from the start, README)"})
 
     def __post_init__(self) -> None:
         require_positive(self, "head_width", "joint_width")
+        require_choices(self)
         self.layers = _layers(self.layers)
 
 
@@ -137,6 +141,8 @@ class ClipDiscriminator(Discriminator):
             nn.LeakyReLU(0.2),
             nn.Conv2d(cfg.joint_width, 1, grid - first + 1, 1, 0, bias=False),
         )
+        # hybrid: the projection discriminator's term (Miyato & Koyama 2018) beside NetC's concat head
+        self.embed = nn.Linear(text_dim, cfg.head_width, bias=False) if cfg.head == "hybrid" else None
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "ClipDiscriminator":
         """Moves (``.to(device)``, dtypes, memory format) apply to the frozen ViT too."""
@@ -166,7 +172,10 @@ class ClipDiscriminator(Discriminator):
 
     def condition(self, h: Tensor, text: Tensor) -> Tensor:
         tiled = text[:, :, None, None].to(h.dtype).expand(-1, -1, h.shape[2], h.shape[3])
-        return self.head(torch.cat([h, tiled], dim=1)).flatten()
+        logits = self.head(torch.cat([h, tiled], dim=1)).flatten()
+        if self.embed is not None:  # mean-pooled, as t2i-dfgan's: MA-GP (k 2, p 6) expects gradients near 1
+            logits = logits + (self.embed(text.to(h.dtype)) * h.mean(dim=(2, 3))).sum(dim=1)
+        return logits
 
 
 def _clip_id(name: str, weights: str) -> Tensor:
