@@ -5,6 +5,9 @@ StyleGAN2-ADA's G counted from the authors' layer shapes."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -296,3 +299,21 @@ def test_parameter_count_equals_stylegan2_ada_at_256_px(architecture):
     if architecture == "skip":  # the figures in README.md
         assert stylegan2_ada_g_parameters(256) == 24_767_458
         assert ours == 25_292_258
+
+
+def test_the_shapes_recipe_trains_with_the_engine_and_records_its_options(tmp_path):
+    """recipes/shapes-32.toml (the README's 15-minute runs): two real steps with its objective, optimiser and
+    StyleGAN-T text path, at tiny widths."""
+    recipe = tomllib.loads((Path(__file__).parents[1] / "recipes" / "shapes-32.toml").read_text())
+    loss, tiny = recipe["loss"], {"channel_base": 64, "channel_max": 8}
+    result = check_training_step(
+        "stylegan", "stylegan", run_dir=tmp_path / "run", resolution=32,
+        generator_options=recipe["generator"]["options"] | tiny | {"w_dim": 8, "z_dim": 8},
+        discriminator_options=recipe["discriminator"]["options"] | tiny,
+        loss=loss["adversarial"], terms=loss["terms"], term_options=loss["term_options"],
+        train=recipe["train"] | {"batch_size": 8},
+    )
+    assert {"d/adv", "d/matching_aware", "g/adv"} <= set(result.last)
+    config = tomllib.loads((result.run_dir / "config.toml").read_text())
+    assert config["generator"]["options"]["text_path"] == "styles"
+    assert config["train"]["precision"] == "fp32" and config["train"]["betas"] == [0.0, 0.99]
