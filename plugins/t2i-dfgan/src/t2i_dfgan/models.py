@@ -103,8 +103,8 @@ class DFGANDiscriminatorConfig:
         "help": "channels of the first conv (the authors' nf); x min(R/size, 8) per map, 8 nf at 4x4"})
     head: Literal["concat", "hybrid"] = field(default="concat", metadata={
         "help": "'concat': the authors' NetC (sentence tiled over the 4x4 map); 'hybrid': plus a projection "
-                "term (embedded sentence . mean-pooled 4x4 features), not in the paper: it is what lets D judge the shape on "
-                "Shapes (README)"})
+                "term (embedded sentence . mean-pooled 4x4 features), not in the paper: on Shapes it trades position "
+                "for shape (README)"})
     gate_init: float = field(default=0.0, metadata={
         "help": "start value of each down block's residual gate gamma (the authors': 0, which leaves D's trunk "
                 "almost linear for thousands of steps; 1 opens it from the start, README)"})
