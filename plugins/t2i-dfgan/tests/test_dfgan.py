@@ -113,6 +113,24 @@ def test_the_recipe_trains_with_the_engine_and_records_its_options(tmp_path):
     assert (train["lr_g"], train["lr_d"], train["betas"]) == (1e-4, 4e-4, [0.0, 0.9])
 
 
+def test_the_shapes_recipe_trains_with_the_engine_and_records_its_options(tmp_path):
+    """recipes/shapes-32.toml (the README's 30-minute Shapes run): two real steps at tiny widths."""
+    recipe = tomllib.loads((RECIPE.parent / "shapes-32.toml").read_text())
+    loss = recipe["loss"]
+    result = check_training_step(
+        "dfgan", "dfgan", run_dir=tmp_path / "run", resolution=recipe["data"]["resolution"],
+        generator_options=recipe["generator"]["options"] | {"nf": 4},
+        discriminator_options=recipe["discriminator"]["options"] | {"nf": 4},
+        loss=loss["adversarial"], loss_options=loss["options"], terms=loss["terms"],
+        term_options=loss["term_options"], train=recipe["train"] | {"batch_size": 8},
+    )
+    assert {"d/adv", "d/matching_aware", "d/ma_gp", "g/adv"} <= set(result.last)
+    config = tomllib.loads((result.run_dir / "config.toml").read_text())
+    assert config["discriminator"]["options"]["head"] == "hybrid"
+    assert config["loss"]["terms"] == {"matching_aware": 0.5, "ma_gp": 0.1}
+    assert (config["train"]["lr_g"], config["train"]["lr_d"]) == (2e-4, 4e-4)
+
+
 # -- the architecture ------------------------------------------------------------------------------------
 
 
