@@ -185,8 +185,9 @@ def test_the_sentence_conditions_and_gates_start_closed():
 
 def test_parameter_count_at_galips_setting():
     """GALIP's NetD + NetC on ViT-B/32 (768 x 7 x 7 grids, layers 1, 4, 8) and a 512-d CLIP sentence."""
-    blocks = [DBlock(768, 768, clip_feature=True) for _ in range(2)] + [DBlock(768, 512, clip_feature=False)]
-    head = torch.nn.Sequential(torch.nn.Conv2d(1024, 128, 4, bias=False), torch.nn.Conv2d(128, 1, 4, bias=False))
+    with torch.device("meta"):  # shapes only: no memory, no random draws
+        blocks = [DBlock(768, 768, clip_feature=True) for _ in range(2)] + [DBlock(768, 512, clip_feature=False)]
+        head = torch.nn.Sequential(torch.nn.Conv2d(1024, 128, 4, bias=False), torch.nn.Conv2d(128, 1, 4, bias=False))
     ours = sum(parameter_count(m) for m in [*blocks, head])
     assert ours == GALIP_D_USED
     assert GALIP_D_BUILT - GALIP_D_USED == 2 * (768 * 768 + 768)  # the two unused shortcut convs
