@@ -65,6 +65,32 @@ def test_downsampling_blurs_then_halves():
     assert conv(board[None, None])[0, 0, 1:-1, 1:-1].abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("taps", [(1, 1), (1, 3, 3, 1), (1, 3, 6, 6, 3, 1)])
+def test_the_resample_filter_sets_the_blur_and_keeps_the_halving(taps):
+    x = torch.randn(2, 3, 8, 8)
+    for k in (1, 3):
+        assert DownConv2d(3, 2, k, down=True, taps=taps)(x).shape == (2, 2, 4, 4)
+    d = make_d(resample_filter=list(taps))
+    assert all(b.conv1.resample_filter.shape == (len(taps),) * 2 for b in d.blocks)
+    assert d(torch.randn(2, 3, 32, 32), torch.randn(2, TEXT_DIM)).logits.shape == (2,)
+    if taps == (1, 1):  # a 2x2 box: the skip path is average pooling, then the 1x1 conv
+        skip = d.blocks[0].skip
+        h = torch.randn(2, skip.weight.shape[1], 16, 16)
+        expected = torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(h, 2), skip.weight * skip.weight_gain)
+        torch.testing.assert_close(skip(h), expected)
+
+
+def test_the_default_resample_filter_is_stylegan2s_and_odd_taps_are_refused():
+    assert StyleGANDiscriminatorConfig().resample_filter == (1.0, 3.0, 3.0, 1.0)
+    for taps in ([1, 2, 1], [], [1, -1]):
+        with pytest.raises(ValueError, match="resample_filter"):
+            StyleGANDiscriminatorConfig(resample_filter=taps)
+
+
+def test_the_box_filter_discriminator_passes_the_kit():
+    check_discriminator("stylegan", {"resample_filter": [1, 1], "head": "hybrid"}, resolutions=(32,))
+
+
 def test_the_projection_head_is_the_dot_product_with_the_mapped_text():
     torch.manual_seed(0)
     d = make_d()

@@ -8,7 +8,7 @@ times sqrt 2):
 - ``fromrgb``: a 1x1 conv from RGB to the channels of the top resolution;
 - one residual :class:`DiscriminatorBlock` per resolution ``R, R/2, ..., 8``: ``(skip(x) + conv1(conv0(x)))``
   scaled by sqrt 1/2 (StyleGAN2's ``gain = sqrt(0.5)`` on both paths); ``conv1`` (3x3) and ``skip`` (1x1, no
-  bias) halve the size after blurring with the ``[1, 3, 3, 1]`` FIR filter;
+  bias) halve the size after blurring with the ``[1, 3, 3, 1]`` FIR filter (``resample_filter``);
 - the epilogue at 4x4: minibatch standard deviation (:class:`MinibatchStd`), a 3x3 conv, a fully connected
   layer on the flattened map, and the output layer;
 - the text head (``head``). ``"projection"`` (default) is StyleGAN2-ADA's conditional D: the text is mapped
@@ -81,32 +81,41 @@ class StyleGANDiscriminatorConfig:
         "help": "minibatch-std group size (StyleGAN2: 4; paper256: 8); a batch it does not divide uses the "
                 "largest divisor of the batch below it"})
     mbstd_channels: int = field(default=1, metadata={"help": "minibatch-std feature channels (0: off)"})
+    resample_filter: tuple[float, ...] = field(default=(1.0, 3.0, 3.0, 1.0), metadata={
+        "help": "taps of the low-pass filter applied before each x2 downsampling (StyleGAN2-ADA's "
+                "resample_filter, [1, 3, 3, 1]); an even number of taps: [1, 1] is a 2x2 box (average pooling)"})
 
     def __post_init__(self) -> None:
         require_positive(self, "channel_base", "channel_max", "mbstd_group")
         require_non_negative(self, "cmap_dim", "cmap_layers", "mbstd_channels")
         require_choices(self)
+        self.resample_filter = tuple(float(t) for t in self.resample_filter)
+        if len(self.resample_filter) % 2 or sum(self.resample_filter) <= 0:
+            raise ValueError(f"resample_filter must have an even number of taps with a positive sum (e.g. [1, 3, 3, 1] "
+                             f"or [1, 1]), got {list(self.resample_filter)}")
 
 
 class DownConv2d(nn.Module):
     """StyleGAN2-ADA's ``Conv2dLayer`` as the discriminator uses it: equalized lr, optional x2 downsampling
-    (blur with the ``[1, 3, 3, 1]`` filter, then stride 2), optional bias + leaky ReLU (``activate``).
+    (blur with the ``taps`` filter, ``[1, 3, 3, 1]`` by default, then stride 2), optional bias + leaky ReLU
+    (``activate``).
 
-    ``down``: a 3x3 conv pads the blur by 2 and convolves with stride 2 (StyleGAN's ``conv2d_resample``); a 1x1
-    conv blurs with stride 2 (padding 1) first. ``gain`` scales the output (sqrt 1/2 in the residual sum).
+    ``down``: a 3x3 conv pads the blur by ``len(taps) / 2`` (2 for StyleGAN's filter) and convolves with stride 2
+    (StyleGAN's ``conv2d_resample``); a 1x1 conv blurs with stride 2 first (padding ``len(taps) / 2 - 1``; with
+    ``[1, 1]`` that is average pooling). ``gain`` scales the output (sqrt 1/2 in the residual sum).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, down: bool = False,
-                 bias: bool = True, activate: bool = True) -> None:
+                 bias: bool = True, activate: bool = True, taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> None:
         super().__init__()
         self.down, self.activate, self.kernel_size = down, activate, kernel_size
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size**2)
-        self.register_buffer("resample_filter", fir_filter() if down else None, persistent=False)
+        self.register_buffer("resample_filter", fir_filter(taps) if down else None, persistent=False)
 
     def _blur(self, x: Tensor, padding: int, stride: int) -> Tensor:
-        f = self.resample_filter.to(x.dtype)[None, None].expand(x.shape[1], 1, 4, 4)
+        f = self.resample_filter.to(x.dtype)[None, None].expand(x.shape[1], 1, *self.resample_filter.shape)
         return F.conv2d(x, f, stride=stride, padding=padding, groups=x.shape[1])
 
     def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
@@ -114,9 +123,9 @@ class DownConv2d(nn.Module):
         if not self.down:
             x = F.conv2d(x, w, padding=self.kernel_size // 2)
         elif self.kernel_size == 1:
-            x = F.conv2d(self._blur(x, padding=1, stride=2), w)
+            x = F.conv2d(self._blur(x, padding=self.resample_filter.shape[0] // 2 - 1, stride=2), w)
         else:
-            x = F.conv2d(self._blur(x, padding=self.kernel_size // 2 + 1, stride=1), w, stride=2)
+            x = F.conv2d(self._blur(x, padding=self.resample_filter.shape[0] // 2, stride=1), w, stride=2)
         if self.activate:
             bias = self.bias if self.bias is not None else torch.zeros(x.shape[1], device=x.device)
             return bias_lrelu(x, bias, LRELU_GAIN * gain)
@@ -127,11 +136,11 @@ class DownConv2d(nn.Module):
 class DiscriminatorBlock(nn.Module):
     """One resolution of the residual D: ``(skip(x) + conv1(conv0(x))) * sqrt(1/2)``, halving the size."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> None:
         super().__init__()
         self.conv0 = DownConv2d(in_channels, in_channels, 3)
-        self.conv1 = DownConv2d(in_channels, out_channels, 3, down=True)
-        self.skip = DownConv2d(in_channels, out_channels, 1, down=True, bias=False, activate=False)
+        self.conv1 = DownConv2d(in_channels, out_channels, 3, down=True, taps=taps)
+        self.skip = DownConv2d(in_channels, out_channels, 1, down=True, bias=False, activate=False, taps=taps)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.skip(x, gain=SQRT_HALF)
@@ -199,7 +208,8 @@ class StyleGANDiscriminator(Discriminator):
         self.cmap_dim = cfg.cmap_dim or c4
 
         self.fromrgb = DownConv2d(3, widths[0], 1)
-        self.blocks = nn.ModuleList(DiscriminatorBlock(i, o) for i, o in zip(widths[:-1], widths[1:]))
+        self.blocks = nn.ModuleList(DiscriminatorBlock(i, o, cfg.resample_filter)
+                                    for i, o in zip(widths[:-1], widths[1:]))
         self.mbstd = MinibatchStd(cfg.mbstd_group, cfg.mbstd_channels) if cfg.mbstd_channels else nn.Identity()
         self.mapping = TextMapping(text_dim, self.cmap_dim, cfg.cmap_layers)
         text_in = self.cmap_dim if cfg.head in ("concat", "hybrid") else 0
