@@ -65,6 +65,22 @@ def test_downsampling_blurs_then_halves():
     assert conv(board[None, None])[0, 0, 1:-1, 1:-1].abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("head", ["projection", "concat", "hybrid"])
+def test_the_pooled_projection_adds_the_text_times_the_position_mean_of_the_4x4_map(head):
+    torch.manual_seed(0)
+    d = make_d(head=head, pooled_projection=True, cmap_layers=2)
+    image, text = torch.randn(4, 3, 32, 32), torch.randn(4, TEXT_DIM)
+    h, features = d.image_features(image)
+    c4 = features[-1].shape[1]
+    term = (features[-1].mean(dim=(2, 3)) * d.pool_embed(d.mapping(text))).sum(dim=1) / math.sqrt(c4)
+    with_term = d.condition(h, text)
+    torch.testing.assert_close(d(image, text).logits, with_term)
+    pool_embed, d.pool_embed = d.pool_embed, None  # the same D without the term
+    torch.testing.assert_close(with_term, d.condition(d.image_features(image)[0], text) + term)
+    d.pool_embed = pool_embed
+    check_discriminator("stylegan", {"head": head, "pooled_projection": True}, resolutions=(32,))
+
+
 @pytest.mark.parametrize("taps", [(1, 1), (1, 3, 3, 1), (1, 3, 6, 6, 3, 1)])
 def test_the_resample_filter_sets_the_blur_and_keeps_the_halving(taps):
     x = torch.randn(2, 3, 8, 8)

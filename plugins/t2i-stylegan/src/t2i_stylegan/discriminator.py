@@ -19,6 +19,9 @@ times sqrt 2):
   in StyleGAN2) does both: ``cmap`` is tiled and concatenated before the conv, and the output layer's
   ``cmap_dim`` features are projected on ``cmap``, so the text reaches D where it sees the object's place
   (the 4x4 conv) and where it weighs whole-image features (the dot product), as t2i's default D does.
+- ``pooled_projection`` (not in StyleGAN2) adds ``<mean over positions of the 4x4 map, W cmap> / sqrt(c4)`` to
+  any head: weights shared over positions, as the projection of t2i's default D (with the ``projection`` head
+  the pooled map travels beside the output features from :meth:`image_features` to :meth:`condition`).
 
 Channels: ``min(channel_base // size, channel_max)`` for the ``size`` x ``size`` map. The split the
 :class:`~t2i.interfaces.Discriminator` interface asks for: :meth:`image_features` runs everything that does
@@ -81,6 +84,10 @@ class StyleGANDiscriminatorConfig:
         "help": "minibatch-std group size (StyleGAN2: 4; paper256: 8); a batch it does not divide uses the "
                 "largest divisor of the batch below it"})
     mbstd_channels: int = field(default=1, metadata={"help": "minibatch-std feature channels (0: off)"})
+    pooled_projection: bool = field(default=False, metadata={
+        "help": "add a projection term on the 4x4 map averaged over positions (not in StyleGAN2): "
+                "<mean(h4), W cmap> / sqrt(channels), as t2i's default D and t2i-dfgan's hybrid head; its weights "
+                "are shared over positions, so a local attribute (a shape) is read the same wherever it is"})
     resample_filter: tuple[float, ...] = field(default=(1.0, 3.0, 3.0, 1.0), metadata={
         "help": "taps of the low-pass filter applied before each x2 downsampling (StyleGAN2-ADA's "
                 "resample_filter, [1, 3, 3, 1]); an even number of taps: [1, 1] is a 2x2 box (average pooling)"})
@@ -216,6 +223,8 @@ class StyleGANDiscriminator(Discriminator):
         self.conv = DownConv2d(c4 + cfg.mbstd_channels + text_in, c4, 3)
         self.fc = EqualLinear(c4 * 16, c4, activation="lrelu")
         self.out = EqualLinear(c4, 1 if cfg.head == "concat" else self.cmap_dim)
+        self.c4 = c4
+        self.pool_embed = EqualLinear(self.cmap_dim, c4) if cfg.pooled_projection else None
 
     def _epilogue(self, x: Tensor) -> Tensor:
         """The 4x4 map (with its minibatch-std channel) -> conv, fc, output layer (fp32 output)."""
@@ -229,15 +238,27 @@ class StyleGANDiscriminator(Discriminator):
         for block in self.blocks:
             x = block(x)
             features.append(x)
-        x = self.mbstd(x)
-        return (self._epilogue(x) if self.cfg.head == "projection" else x), features
+        if self.cfg.head != "projection":
+            return self.mbstd(x), features
+        h = self._epilogue(self.mbstd(x))
+        if self.pool_embed is not None:  # the pooled 4x4 map travels beside the output features
+            h = torch.cat([h, x.float().mean(dim=(2, 3))], dim=1)
+        return h, features
 
     def condition(self, h: Tensor, text: Tensor) -> Tensor:
         cmap = self.mapping(text)
+        pooled = None
+        if self.pool_embed is not None:
+            pooled = h[:, self.cmap_dim:] if self.cfg.head == "projection" else h[:, :self.c4].float().mean(dim=(2, 3))
+            h = h[:, :self.cmap_dim] if self.cfg.head == "projection" else h
         if self.cfg.head != "projection":  # the text tiled over the 4x4 map, before the epilogue's conv
             tiled = cmap.to(h.dtype)[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
             h = self._epilogue(torch.cat([h, tiled], dim=1))
-            if self.cfg.head == "concat":
-                return h.flatten()
         with fp32(h):
-            return (h.float() * cmap).sum(dim=1) / math.sqrt(self.cmap_dim)
+            if self.cfg.head == "concat":
+                logits = h.float().flatten()
+            else:
+                logits = (h.float() * cmap).sum(dim=1) / math.sqrt(self.cmap_dim)
+            if pooled is not None:
+                logits = logits + (pooled.float() * self.pool_embed(cmap)).sum(dim=1) / math.sqrt(self.c4)
+            return logits
