@@ -46,7 +46,7 @@ from t2i.interfaces import Discriminator
 from t2i.nn import check_context
 from t2i.options import require_choices, require_non_negative, require_positive
 
-from .layers import LRELU_GAIN, EqualLinear, bias_lrelu, fir_filter, fp32, normalize_2nd_moment
+from .layers import FIR_TAPS, LRELU_GAIN, EqualLinear, bias_lrelu, fir_filter, fp32, normalize_2nd_moment
 
 __all__ = [
     "StyleGANDiscriminatorConfig",
@@ -88,7 +88,7 @@ class StyleGANDiscriminatorConfig:
         "help": "add a projection term on the 4x4 map averaged over positions (not in StyleGAN2): "
                 "<mean(h4), W cmap> / sqrt(channels), as t2i's default D and t2i-dfgan's hybrid head; its weights "
                 "are shared over positions, so a local attribute (a shape) is read the same wherever it is"})
-    resample_filter: tuple[float, ...] = field(default=(1.0, 3.0, 3.0, 1.0), metadata={
+    resample_filter: tuple[float, ...] = field(default=FIR_TAPS, metadata={
         "help": "taps of the low-pass filter applied before each x2 downsampling (StyleGAN2-ADA's "
                 "resample_filter, [1, 3, 3, 1]); an even number of taps: [1, 1] is a 2x2 box (average pooling)"})
 
@@ -113,7 +113,7 @@ class DownConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, down: bool = False,
-                 bias: bool = True, activate: bool = True, taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> None:
+                 bias: bool = True, activate: bool = True, taps: tuple[float, ...] = FIR_TAPS) -> None:
         super().__init__()
         self.down, self.activate, self.kernel_size = down, activate, kernel_size
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
@@ -143,7 +143,7 @@ class DownConv2d(nn.Module):
 class DiscriminatorBlock(nn.Module):
     """One resolution of the residual D: ``(skip(x) + conv1(conv0(x))) * sqrt(1/2)``, halving the size."""
 
-    def __init__(self, in_channels: int, out_channels: int, taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> None:
+    def __init__(self, in_channels: int, out_channels: int, taps: tuple[float, ...] = FIR_TAPS) -> None:
         super().__init__()
         self.conv0 = DownConv2d(in_channels, in_channels, 3)
         self.conv1 = DownConv2d(in_channels, out_channels, 3, down=True, taps=taps)

@@ -32,6 +32,7 @@ __all__ = [
     "NoiseMode",
     "normalize_2nd_moment",
     "fp32",
+    "FIR_TAPS",
     "fir_filter",
     "upsample2d",
     "bias_lrelu",
@@ -57,7 +58,10 @@ def fp32(x: Tensor) -> contextlib.AbstractContextManager[None]:
     return torch.autocast(x.device.type, enabled=False)
 
 
-def fir_filter(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> Tensor:
+FIR_TAPS = (1.0, 3.0, 3.0, 1.0)  # StyleGAN2's resample filter
+
+
+def fir_filter(taps: tuple[float, ...] = FIR_TAPS) -> Tensor:
     """The separable 2-D low-pass filter ``outer(taps, taps)``, normalised to sum 1."""
     f = torch.tensor(taps, dtype=torch.float32)
     f = torch.outer(f, f)
