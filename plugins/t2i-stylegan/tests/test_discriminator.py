@@ -81,7 +81,7 @@ def test_the_pooled_projection_adds_the_text_times_the_position_mean_of_the_4x4_
     check_discriminator("stylegan", {"head": head, "pooled_projection": True}, resolutions=(32,))
 
 
-@pytest.mark.parametrize("taps", [(1, 1), (1, 3, 3, 1), (1, 3, 6, 6, 3, 1)])
+@pytest.mark.parametrize("taps", [(1,), (1, 1), (1, 2, 1), (1, 3, 3, 1), (1, 3, 6, 6, 3, 1)])
 def test_the_resample_filter_sets_the_blur_and_keeps_the_halving(taps):
     x = torch.randn(2, 3, 8, 8)
     for k in (1, 3):
@@ -94,11 +94,19 @@ def test_the_resample_filter_sets_the_blur_and_keeps_the_halving(taps):
         h = torch.randn(2, skip.weight.shape[1], 16, 16)
         expected = torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(h, 2), skip.weight * skip.weight_gain)
         torch.testing.assert_close(skip(h), expected)
+    if taps == (1,):  # no filter: the skip path takes every other pixel, conv1 is a plain stride-2 conv
+        block = d.blocks[0]
+        h = torch.randn(2, block.skip.weight.shape[1], 16, 16)
+        expected = torch.nn.functional.conv2d(h[:, :, ::2, ::2], block.skip.weight * block.skip.weight_gain)
+        torch.testing.assert_close(block.skip(h), expected)
+        conv = block.conv1
+        plain = torch.nn.functional.conv2d(h, conv.weight * conv.weight_gain, conv.bias, stride=2, padding=1)
+        torch.testing.assert_close(conv(h), torch.nn.functional.leaky_relu(plain, 0.2) * 2**0.5)
 
 
-def test_the_default_resample_filter_is_stylegan2s_and_odd_taps_are_refused():
+def test_the_default_resample_filter_is_stylegan2s_and_empty_or_negative_taps_are_refused():
     assert StyleGANDiscriminatorConfig().resample_filter == (1.0, 3.0, 3.0, 1.0)
-    for taps in ([1, 2, 1], [], [1, -1]):
+    for taps in ([], [1, -1]):
         with pytest.raises(ValueError, match="resample_filter"):
             StyleGANDiscriminatorConfig(resample_filter=taps)
 

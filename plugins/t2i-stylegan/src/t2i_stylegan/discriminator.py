@@ -90,16 +90,17 @@ class StyleGANDiscriminatorConfig:
                 "are shared over positions, so a local attribute (a shape) is read the same wherever it is"})
     resample_filter: tuple[float, ...] = field(default=FIR_TAPS, metadata={
         "help": "taps of the low-pass filter applied before each x2 downsampling (StyleGAN2-ADA's "
-                "resample_filter, [1, 3, 3, 1]); an even number of taps: [1, 1] is a 2x2 box (average pooling)"})
+                "resample_filter, [1, 3, 3, 1]); [1, 1] is a 2x2 box (average pooling), [1] no filter (plain "
+                "stride-2 convolutions)"})
 
     def __post_init__(self) -> None:
         require_positive(self, "channel_base", "channel_max", "mbstd_group")
         require_non_negative(self, "cmap_dim", "cmap_layers", "mbstd_channels")
         require_choices(self)
         self.resample_filter = tuple(float(t) for t in self.resample_filter)
-        if len(self.resample_filter) % 2 or sum(self.resample_filter) <= 0:
-            raise ValueError(f"resample_filter must have an even number of taps with a positive sum (e.g. [1, 3, 3, 1] "
-                             f"or [1, 1]), got {list(self.resample_filter)}")
+        if not self.resample_filter or sum(self.resample_filter) <= 0:
+            raise ValueError(f"resample_filter must have taps with a positive sum (e.g. [1, 3, 3, 1], [1, 1] or [1]), "
+                             f"got {list(self.resample_filter)}")
 
 
 class DownConv2d(nn.Module):
@@ -107,9 +108,11 @@ class DownConv2d(nn.Module):
     (blur with the ``taps`` filter, ``[1, 3, 3, 1]`` by default, then stride 2), optional bias + leaky ReLU
     (``activate``).
 
-    ``down``: a 3x3 conv pads the blur by ``len(taps) / 2`` (2 for StyleGAN's filter) and convolves with stride 2
-    (StyleGAN's ``conv2d_resample``); a 1x1 conv blurs with stride 2 first (padding ``len(taps) / 2 - 1``; with
-    ``[1, 1]`` that is average pooling). ``gain`` scales the output (sqrt 1/2 in the residual sum).
+    ``down``: a 3x3 conv blurs the input padded by ``1 + (n - 1) // 2`` before and ``1 + (n - 2) // 2`` after
+    (``n`` taps; 2 and 2 for StyleGAN's filter) and convolves with stride 2 (StyleGAN's ``conv2d_resample``); a
+    1x1 conv blurs with stride 2 first (padding ``(n - 1) // 2`` and ``(n - 2) // 2``; with ``[1, 1]`` that is
+    average pooling, with ``[1]`` taking every other pixel). ``gain`` scales the output (sqrt 1/2 in the
+    residual sum).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, down: bool = False,
@@ -121,18 +124,23 @@ class DownConv2d(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size**2)
         self.register_buffer("resample_filter", fir_filter(taps) if down else None, persistent=False)
 
-    def _blur(self, x: Tensor, padding: int, stride: int) -> Tensor:
-        f = self.resample_filter.to(x.dtype)[None, None].expand(x.shape[1], 1, *self.resample_filter.shape)
-        return F.conv2d(x, f, stride=stride, padding=padding, groups=x.shape[1])
+    def _blur(self, x: Tensor, pad: int, stride: int) -> Tensor:
+        """The FIR filter over ``x`` padded by ``pad`` plus upfirdn2d's ``(n - 1) // 2`` before and ``(n - 2) // 2``
+        after (``n`` taps; negative crops), so any number of taps keeps the pixel grid of a x2 downsampling."""
+        n = self.resample_filter.shape[0]
+        before, after = pad + (n - 1) // 2, pad + (n - 2) // 2
+        x = F.pad(x, (before, after, before, after))
+        f = self.resample_filter.to(x.dtype)[None, None].expand(x.shape[1], 1, n, n)
+        return F.conv2d(x, f, stride=stride, groups=x.shape[1])
 
     def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
         w = (self.weight * self.weight_gain).to(x.dtype)
         if not self.down:
             x = F.conv2d(x, w, padding=self.kernel_size // 2)
         elif self.kernel_size == 1:
-            x = F.conv2d(self._blur(x, padding=self.resample_filter.shape[0] // 2 - 1, stride=2), w)
+            x = F.conv2d(self._blur(x, pad=0, stride=2), w)
         else:
-            x = F.conv2d(self._blur(x, padding=self.resample_filter.shape[0] // 2, stride=1), w, stride=2)
+            x = F.conv2d(self._blur(x, pad=self.kernel_size // 2, stride=1), w, stride=2)
         if self.activate:
             bias = self.bias if self.bias is not None else torch.zeros(x.shape[1], device=x.device)
             return bias_lrelu(x, bias, LRELU_GAIN * gain)
