@@ -301,13 +301,16 @@ def test_parameter_count_equals_stylegan2_ada_at_256_px(architecture):
         assert ours == 25_292_258
 
 
-def test_the_shapes_recipe_trains_with_the_engine_and_records_its_options(tmp_path):
-    """recipes/shapes-32.toml (the README's 15-minute runs): two real steps with its objective, optimiser and
-    StyleGAN-T text path, at tiny widths."""
-    recipe = tomllib.loads((Path(__file__).parents[1] / "recipes" / "shapes-32.toml").read_text())
-    loss, tiny = recipe["loss"], {"channel_base": 64, "channel_max": 8}
+@pytest.mark.parametrize("name, resolution", [("shapes-32", 32), ("shapes-64", 64)])
+def test_the_shapes_recipes_train_with_the_engine_and_record_their_options(tmp_path, name, resolution):
+    """recipes/shapes-32.toml and shapes-64.toml (the README's 15-minute runs): two real steps with their
+    objective, optimiser, StyleGAN-T text path and unfiltered D downsampling, at tiny widths."""
+    recipe = tomllib.loads((Path(__file__).parents[1] / "recipes" / f"{name}.toml").read_text())
+    assert recipe.get("data", {}).get("resolution", 32) == resolution
+    assert recipe["discriminator"]["options"]["resample_filter"] == [1]
+    loss, tiny = recipe["loss"], {"channel_base": 64 * resolution // 32, "channel_max": 8}
     result = check_training_step(
-        "stylegan", "stylegan", run_dir=tmp_path / "run", resolution=32,
+        "stylegan", "stylegan", run_dir=tmp_path / "run", resolution=resolution,
         generator_options=recipe["generator"]["options"] | tiny | {"w_dim": 8, "z_dim": 8},
         discriminator_options=recipe["discriminator"]["options"] | tiny,
         loss=loss["adversarial"], terms=loss["terms"], term_options=loss["term_options"],
