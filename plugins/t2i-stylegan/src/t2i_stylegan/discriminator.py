@@ -130,6 +130,8 @@ class DownConv2d(nn.Module):
         n = self.resample_filter.shape[0]
         before, after = pad + (n - 1) // 2, pad + (n - 2) // 2
         x = F.pad(x, (before, after, before, after))
+        if n == 1:  # no filter (the taps are normalised to [1]): only the padding and the stride are left
+            return x[:, :, ::stride, ::stride]
         f = self.resample_filter.to(x.dtype)[None, None].expand(x.shape[1], 1, n, n)
         return F.conv2d(x, f, stride=stride, groups=x.shape[1])
 
