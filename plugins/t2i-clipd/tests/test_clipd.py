@@ -35,7 +35,8 @@ from t2i_clipd.vit import load_vit
 TEXT_DIM = 16
 B = 4
 TINY = {"model": TINY_CLIP_CONFIG, "weights": "random:0", "layers": (0, 1, 2), "head_width": 16, "joint_width": 8}
-RECIPE = Path(__file__).parents[1] / "recipes" / "shapes-32.toml"
+RECIPES = {32: Path(__file__).parents[1] / "recipes" / "shapes-32.toml",
+           64: Path(__file__).parents[1] / "recipes" / "shapes-64.toml"}
 
 # GALIP's NetD + NetC (tobran/GALIP, code/models/GALIP.py) on ViT-B/32 (width 768, 7x7 grid), sentence 512:
 # trainable parameters as the release builds them, and as they take part (the release's D_Blocks build a
@@ -139,12 +140,14 @@ def test_a_training_step_changes_the_head_not_clip_and_g_gets_gradient_through_c
     assert sum(p.grad.abs().sum() for p in g.parameters() if p.grad is not None) > 0
 
 
-def test_the_shapes_recipe_trains_with_the_engine_and_checkpoints_hold_the_head_only(tmp_path):
-    """The recipe's objective (GALIP's: hinge, mismatched / 2, clip_ma_gp) for one real step at tiny widths."""
-    recipe = tomllib.loads(RECIPE.read_text())
+@pytest.mark.parametrize("resolution", sorted(RECIPES))
+def test_the_shapes_recipes_train_with_the_engine_and_checkpoints_hold_the_head_only(tmp_path, resolution):
+    """Each recipe's objective (GALIP's: hinge, mismatched / 2, clip_ma_gp) for one real step at tiny widths."""
+    recipe = tomllib.loads(RECIPES[resolution].read_text())
+    assert recipe["data"]["resolution"] == resolution
     loss = recipe["loss"]
     result = check_training_step(
-        "dfgan", "clipd", run_dir=tmp_path / "run", steps=1, generator_options={"nf": 4},
+        "dfgan", "clipd", run_dir=tmp_path / "run", steps=1, generator_options={"nf": 4}, resolution=resolution,
         loss=loss["adversarial"], loss_options=loss["options"], terms=loss["terms"],
         train=recipe["train"] | {"batch_size": 8},
     )
@@ -293,11 +296,14 @@ def test_config_validation(options):
         ClipDConfig(**options)
 
 
-def test_the_shapes_recipe_names_the_shipped_tiny_config():
-    recipe = tomllib.loads(RECIPE.read_text())
+@pytest.mark.parametrize("resolution", sorted(RECIPES))
+def test_the_shapes_recipes_name_the_shipped_tiny_config(resolution):
+    recipe = tomllib.loads(RECIPES[resolution].read_text())
     options = recipe["discriminator"]["options"]
     assert recipe["discriminator"]["name"] == "clipd"
-    assert (RECIPE.parents[3] / options["model"]).is_file() and options["weights"].startswith("random:")
+    assert (RECIPES[resolution].parents[3] / options["model"]).is_file() and options["weights"].startswith("random:")
+    # the options the README's 15-minute runs measured: taps next to the patch embedding, GALIP's gates and head
+    assert options["layers"] == [0, 1] and "gate_init" not in options and "head" not in options
 
 
 def test_registered_by_this_plugin():
