@@ -8,8 +8,9 @@ recipe's D learning rate and betas, on real Shapes images: every distinct image 
 (``t2i.metrics.shapes_reader.universe``, 2,232), 80% to train on, 20% held out. It prints the held-out
 accuracy every ``--every`` steps. Frozen parts (``clipd``'s ViT) stay frozen, as in a run.
 
-A supervised signal is far stronger than a GAN's, so a trunk that needs thousands of steps here will not teach
-the attribute to G in a 15-minute run (plugins/t2i-clipd/README.md: clipd's trunk against t2i's default D).
+A supervised signal is far stronger than a GAN's, so a trunk that needs thousands of steps here is unlikely to
+teach the attribute to G in a 15-minute run; a fast one is necessary, not sufficient (plugins/t2i-clipd/README.md:
+clipd's trunk against t2i's default D, and what G then learns).
 
 Run: ``.venv/bin/python benchmarks/d_probe.py --config plugins/t2i-clipd/recipes/shapes-32.toml``
 (``--help``; ``--disc dcgan -D ndf=32 -D spectral_norm=true`` without a recipe).
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"cannot read the recipe {args.config}: {e}")
     section = recipe.get("discriminator", {})
     name = args.disc or section.get("name", "dcgan")
-    options = (section.get("options", {}) if name == section.get("name") else {}) | parse_assignments(args.options, "-D")
+    recipe_options = section.get("options", {}) if name == section.get("name") else {}
+    options = recipe_options | parse_assignments(args.options, "-D")
     train = recipe.get("train", {})
     lr, betas = args.lr or train.get("lr_d", 2e-4), tuple(train.get("betas", (0.0, 0.9)))
     resolution = recipe.get("data", {}).get("resolution", 32)
