@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=200, help="print held-out accuracy every N steps")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, help="learning rate (default: the recipe's lr_d, else 2e-4)")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     lr, betas = args.lr or train.get("lr_d", 2e-4), tuple(train.get("betas", (0.0, 0.9)))
     resolution = recipe.get("data", {}).get("resolution", 32)
     torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     images, codes = universe(resolution)
     x = images.permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -24,7 +24,7 @@ def held_out(output: str) -> list[float]:
 
 def test_a_trunk_learns_an_easy_attribute_and_the_probe_reports_it(capsys):
     load_probe().main(["--disc", "dcgan", "-D", "ndf=8", "--attribute", "background", "--steps", "60",
-                       "--every", "30", "--lr", "2e-3", "--threads", "1"])
+                       "--every", "30", "--lr", "2e-3"])
     out = capsys.readouterr().out
     assert "background (4 values, chance 0.250)" in out and "trunk map" in out
     scores = held_out(out)
@@ -35,7 +35,7 @@ def test_recipe_options_are_read_and_overridden(tmp_path, capsys):
     recipe = tmp_path / "r.toml"
     recipe.write_text('[discriminator]\nname = "dcgan"\noptions = { ndf = 8, spectral_norm = true }\n'
                       '[train]\nlr_d = 1e-3\nbetas = [0.5, 0.99]\n')
-    load_probe().main(["--config", str(recipe), "-D", "ndf=4", "--steps", "1", "--threads", "1"])
+    load_probe().main(["--config", str(recipe), "-D", "ndf=4", "--steps", "1"])
     out = capsys.readouterr().out
     assert "'ndf': '4'" in out and "'spectral_norm': True" in out and "lr 0.001 betas (0.5, 0.99)" in out
     assert len(held_out(out)) == 1

@@ -159,6 +159,18 @@ def test_stalled_metrics_are_info_and_ceilings_are_ignored():
     assert diagnose(recs) == []
 
 
+def test_a_metric_at_what_real_images_score_is_not_stalled():
+    """Shapes' background accuracy sits at 1.000, the real images' score, for the rest of a run: done, not stuck."""
+    recs = [{"step": s, "eval/shapes_accuracy/background": 1.0, "eval/shapes_accuracy/background/seen": 1.0,
+             "eval/shapes_accuracy/background/real": 1.0, "eval/shapes_accuracy/shape/seen": 0.5,
+             "eval/shapes_accuracy/shape/real": 0.999} for s in (100, 200, 300)]
+    assert [v.key for v in diagnose(recs)] == ["shapes_accuracy/shape/seen"]  # flat below its ceiling: stalled
+    for r in recs:  # without a ceiling in the values, a flat 1.0 is still reported
+        del r["eval/shapes_accuracy/background/real"]
+    assert {v.key for v in diagnose(recs)} == {"shapes_accuracy/shape/seen", "shapes_accuracy/background",
+                                               "shapes_accuracy/background/seen"}
+
+
 def test_a_condition_that_stops_and_returns_is_two_verdicts():
     stuck = dict(d__adv=1.0, d__total=1.0, g__adv=1.0, g__total=1.0)
     recs = records(7, **stuck) + healthy(3)[:1] + records(6, start=9, **stuck)

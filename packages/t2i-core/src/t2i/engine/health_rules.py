@@ -153,9 +153,20 @@ def collapse_findings(values: dict[str, float]) -> list[Finding]:
     return found
 
 
+def _ceiling_of(key: str, values: dict[str, float]) -> float | None:
+    """What real images score on ``key``'s figure: ``key/real`` (``shapes_accuracy/background/real``), or for a
+    split of it, its sibling (``shapes_accuracy/background/seen`` -> ``.../background/real``); None if not given."""
+    for candidate in (f"{key}/real", f"{key.rpartition('/')[0]}/real"):
+        value = values.get(candidate)
+        if candidate != "/real" and finite(value):
+            return float(value)
+    return None
+
+
 def stall_findings(recent: list[tuple[int, dict[str, float]]], keys: list[str]) -> list[Finding]:
     """Evaluation values among ``keys`` that stayed flat over the ``recent`` evaluations (``(step, values)``;
-    the values of real images, the ceilings, are skipped)."""
+    the values of real images, the ceilings, are skipped, and so is a value that has reached its ceiling:
+    a run that scores what real images score has nothing left to improve there)."""
     found: list[Finding] = []
     if len(recent) < STALL_EVALS:
         return found
@@ -166,6 +177,9 @@ def stall_findings(recent: list[tuple[int, dict[str, float]]], keys: list[str]) 
         if all(finite(v) for v in series):
             mean, _ = _stats(series)
             spread = max(series) - min(series)
+            ceiling = _ceiling_of(key, recent[-1][1])
+            if ceiling is not None and abs(series[-1] - ceiling) <= STALL_TOLERANCE * max(abs(ceiling), 1e-3):
+                continue
             if spread <= STALL_TOLERANCE * max(abs(mean), 1e-3):
                 found.append(Finding(
                     "metric_stalled", "info",

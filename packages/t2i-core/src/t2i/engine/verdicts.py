@@ -31,7 +31,8 @@ g_chaotic          warning   over :data:`CHAOS_WINDOW` records ``g/total`` has a
 mode_collapse      error     an ``eval/.../collapse_score`` (metric ``diversity``) below :data:`COLLAPSE_ERROR`
                    warning   ... or below :data:`COLLAPSE_WARNING`
 metric_stalled     info      an ``eval/...`` value moved by at most :data:`STALL_TOLERANCE` (relative) over the last
-                             :data:`STALL_EVALS` evaluations (values of real images, the ceilings, are skipped)
+                             :data:`STALL_EVALS` evaluations (values of real images, the ceilings, are skipped,
+                             and so is a value that has reached its ceiling)
 =================  ========  ==================================================================================
 
 The suggestions are the standard remedies from the literature: TTUR (Heusel et al. 2017) and a slower D,
