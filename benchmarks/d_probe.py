@@ -23,6 +23,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """A user mistake: one line on stderr, exit code 2 (as t2i's CLI)."""
     print(f"d_probe: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     images, codes = universe(resolution)
     x = images.permute(0, 3, 1, 2).float() / 127.5 - 1
     y = codes[args.attribute]
+    classes = int(y.max()) + 1
     order = torch.randperm(len(x))
     held_out, train_rows = order[: len(x) // 5], order[len(x) // 5:]
 
@@ -87,11 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         channels, height, width = d.image_features(x[:2])[0].shape[1:]
     classifier = nn.Sequential(nn.Conv2d(channels, 32, (height, width)), nn.LeakyReLU(0.2),
-                               nn.Conv2d(32, int(y.max()) + 1, 1), nn.Flatten())
+                               nn.Conv2d(32, classes, 1), nn.Flatten())
     params = [p for p in d.parameters() if p.requires_grad] + list(classifier.parameters())
     opt = torch.optim.Adam(params, lr, betas=betas)
-    print(f"{name} {options} | {args.attribute} ({int(y.max()) + 1} values, chance {1 / (int(y.max()) + 1):.3f}) | "
-          f"{resolution} px | lr {lr:g} betas {betas} | trunk map {channels} x {height} x {width} | "
+    print(f"{name} {options} | {args.attribute} ({classes} values, chance {1 / classes:.3f}) | {resolution} px, "
+          f"{len(train_rows)} images to train on, {len(held_out)} held out | lr {lr:g} betas {betas} | "
+          f"trunk map {channels} x {height} x {width} | "
           f"{sum(p.numel() for p in params):,} trainable parameters")
 
     def accuracy(rows: torch.Tensor) -> float:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metrics.keys import is_ceiling
+from ..metrics.keys import is_ceiling, split_key
 from .verdicts import (
     CHAOS_AUTOCORR, CHAOS_CV, CHAOS_R2, COLLAPSE_ERROR, COLLAPSE_WARNING, D_CHANCE, D_COLLAPSE_GAP, D_WIN_GAP,
     D_WIN_LOSS, FROZEN_UPDATE, G_LOSS_HIGH, STALL_EVALS, STALL_TOLERANCE, STUCK_TOLERANCE,
@@ -154,13 +154,10 @@ def collapse_findings(values: dict[str, float]) -> list[Finding]:
 
 
 def _ceiling_of(key: str, values: dict[str, float]) -> float | None:
-    """What real images score on ``key``'s figure: ``key/real`` (``shapes_accuracy/background/real``), or for a
-    split of it, its sibling (``shapes_accuracy/background/seen`` -> ``.../background/real``); None if not given."""
-    for candidate in (f"{key}/real", f"{key.rpartition('/')[0]}/real"):
-        value = values.get(candidate)
-        if candidate != "/real" and finite(value):
-            return float(value)
-    return None
+    """What real images score on ``key``'s figure (``shapes_accuracy/background`` and its ``/seen``, ``/unseen``,
+    ``/rephrased`` columns -> ``shapes_accuracy/background/real``); None if ``values`` do not give it."""
+    value = values.get(f"{split_key(key)[0]}/real")
+    return float(value) if finite(value) else None
 
 
 def stall_findings(recent: list[tuple[int, dict[str, float]]], keys: list[str]) -> list[Finding]:
