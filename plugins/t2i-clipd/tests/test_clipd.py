@@ -160,6 +160,146 @@ def test_the_shapes_recipes_train_with_the_engine_and_checkpoints_hold_the_head_
     assert set(saved) == set(head)  # the head only: no CLIP weights in checkpoints
 
 
+# -- the architecture ------------------------------------------------------------------------------------
+
+
+def test_taps_the_chosen_blocks_and_shapes():
+    d = make_d(layers=(0, 2))
+    grids = d.vit(torch.rand(2, 3, 64, 64) * 2 - 1)  # any size: resized to CLIP's 32 px
+    assert [tuple(g.shape) for g in grids] == [(2, 64, 4, 4)] * 2  # width 64, 32 / 8 = 4 patches a side
+    assert len(d.blocks) == 1 and d.main.shortcut.out_channels == 16
+    h, features = d.image_features(torch.zeros(2, 3, 32, 32))
+    assert h.shape == (2, 16, 4, 4) and len(features) == 2
+    # the first tapped grid is the output of block 0, computed by hand from the ViT's parts
+    v = d.vit.visual
+    x = d.vit.bundle.preprocess(torch.zeros(1, 3, 32, 32))
+    x = v.conv1(x).flatten(2).transpose(1, 2)
+    x = v.ln_pre(torch.cat([v.class_embedding.expand(1, 1, -1), x], 1) + v.positional_embedding)
+    x = v.transformer.resblocks[0](x)
+    assert torch.allclose(d.vit(torch.zeros(1, 3, 32, 32))[0], x[:, 1:].transpose(1, 2).reshape(1, 64, 4, 4),
+                          atol=1e-6)
+
+
+def test_the_sentence_conditions_and_gates_start_closed():
+    d = make_d()
+    assert all(b.gamma.item() == 0 and b.beta.item() == 0 for b in d.blocks) and d.main.gamma.item() == 0
+    opened = make_d(gate_init=1.0)
+    assert all(b.gamma.item() == 1 and b.beta.item() == 1 for b in opened.blocks) and opened.main.gamma.item() == 1
+    image, text = torch.rand(B, 3, 32, 32) * 2 - 1, torch.randn(B, TEXT_DIM)
+    out = d(image, text, mismatched_text=text.roll(1, 0))
+    assert out.logits.shape == (B,) and not torch.allclose(out.logits, out.mismatched_logits)
+
+
+def test_parameter_count_at_galips_setting():
+    """GALIP's NetD + NetC on ViT-B/32 (768 x 7 x 7 grids, layers 1, 4, 8) and a 512-d CLIP sentence."""
+    with torch.device("meta"):  # shapes only: no memory, no random draws
+        blocks = [DBlock(768, 768, clip_feature=True) for _ in range(2)] + [DBlock(768, 512, clip_feature=False)]
+        head = torch.nn.Sequential(torch.nn.Conv2d(1024, 128, 4, bias=False), torch.nn.Conv2d(128, 1, 4, bias=False))
+    ours = sum(parameter_count(m) for m in [*blocks, head])
+    assert ours == GALIP_D_USED
+    assert GALIP_D_BUILT - GALIP_D_USED == 2 * (768 * 768 + 768)  # the two unused shortcut convs
+    # ClipDiscriminator builds these layers from the ViT's width and grid; at the tiny model's 64 x 4 x 4:
+    tiny = make_d(layers=(0, 1, 2), head_width=16, joint_width=8)
+    assert (tiny.vit.width, tiny.vit.grid) == (64, 4)
+    w = 64
+    expected = (2 * (2 * w * w * 9 + 2)  # two CLIP-feature blocks: two 3x3 convs, gamma, beta
+                + (w * 16 * 9 + 16 * 16 * 9 + (w * 16 + 16) + 1)  # the block to head_width, with its shortcut
+                + (16 + TEXT_DIM) * 8 * 4 * 4 + 8 * 1)  # NetC: 4x4 conv, then the 1x1 left of the 4x4 grid
+    assert parameter_count(tiny) == expected
+
+
+def test_defaults_are_galips():
+    cfg = ClipDConfig()
+    assert (cfg.model, cfg.pretrained, cfg.layers, cfg.head_width, cfg.joint_width) == (
+        "ViT-B-32-quickgelu", "openai", (1, 4, 8), 512, 128)
+
+
+# -- GALIP's terms ----------------------------------------------------------------------------------------
+
+
+def test_clip_ma_gp_conforms_and_is_galips_penalty_at_clips_features():
+    check_loss("clip_ma_gp", train=False)  # with clipd (its test_discriminator); trained in the recipe test above
+    d = make_d()
+    with torch.no_grad():
+        for block in [*d.blocks, d.main]:
+            block.gamma.fill_(0.5)
+    real, text = torch.rand(B, 3, 32, 32) * 2 - 1, torch.randn(B, TEXT_DIM)
+    term = ClipMAGPTerm(ClipMAGPConfig())
+    out = StepOutputs(real=None, fake=d(real, text), real_images=real, fake_images=real, text=text,
+                      adversarial=t2i.registry("losses").create("hinge"), discriminator=d)
+    penalty = term.d_loss(out)
+    # by hand: GALIP's MA_GP_FP32 with the grids stacked as their CLIP_real, and the sentence
+    grids = torch.stack(d.vit(real), 1).requires_grad_(True)
+    sent = text.clone().requires_grad_(True)
+    logits = d.condition(d.trunk(list(grids.unbind(1)))[0], sent)
+    g_img, g_sent = torch.autograd.grad(logits.sum(), (grids, sent))
+    norm = torch.cat([g_img.flatten(1), g_sent], 1).norm(dim=1)
+    assert torch.allclose(penalty, 2.0 * norm.pow(6).mean(), rtol=1e-4)
+    penalty.backward()  # it trains the head and nothing else
+    assert d.main.gamma.grad is not None and all(p.grad is None for p in d.vit.visual.parameters())
+
+
+def test_clip_ma_gp_refuses_other_discriminators():
+    with pytest.raises(AssertionError, match="needs the clipd discriminator"):
+        check_loss("clip_ma_gp", train=False, discriminator=TOY)
+
+
+def test_clip_sim_conforms_and_pulls_images_toward_their_captions():
+    check_loss("clip_sim", train=False)
+    term = ClipSimTerm(ClipSimConfig(model=TINY_CLIP_CONFIG, weights="random:0"))
+    images = (torch.rand(B, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    captions = ["a red circle", "a blue square", "a red circle", "a green star"]
+    out = StepOutputs(real=None, fake=None, real_images=images, fake_images=images, text=torch.zeros(B, 1),
+                      adversarial=None, captions=captions)
+    loss = term.g_loss(out)
+    image_emb = F.normalize(term.bundle.model.encode_image(term.bundle.preprocess(images)), dim=-1)
+    text_emb = F.normalize(term.bundle.model.encode_text(term.bundle.tokenizer(captions)), dim=-1)
+    assert torch.allclose(loss, -(image_emb * text_emb).sum(-1).mean(), atol=1e-5)  # GALIP: -cos, weight sim_w
+    loss.backward()
+    assert images.grad.abs().sum() > 0 and all(not p.requires_grad for p in term.clip.parameters())
+
+
+# -- weights and errors ----------------------------------------------------------------------------------
+
+
+def test_a_weights_file_loads_the_same_model(tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save(load_vit(TINY_CLIP_CONFIG, weights="random:0").model.state_dict(), path)
+    image = torch.rand(2, 3, 32, 32) * 2 - 1
+    a, b = make_d(), make_d(weights=str(path))
+    assert all(torch.equal(x, y) for x, y in zip(a.vit(image), b.vit(image)))
+
+
+def test_a_head_is_refused_on_other_clip_weights():
+    state = make_d().state_dict()
+    make_d().load_state_dict(state)  # the same CLIP: fine
+    with pytest.raises(UsageError, match="trained on other CLIP weights"):
+        make_d(weights="random:1").load_state_dict(state)
+
+
+def test_a_missing_weights_file_is_one_line_naming_it(tmp_path):
+    missing = tmp_path / "nowhere" / "clip.pt"
+    with pytest.raises(UsageError, match=str(missing)) as info:
+        make_d(weights=str(missing))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(layers=(0, 5)), "blocks 0..2"),
+    (dict(weights="random:x"), "random:SEED"),
+    (dict(model="ViT-B-33"), "unknown CLIP model"),
+])
+def test_bad_options_are_one_line_usage_errors(options, match):
+    with pytest.raises(UsageError, match=match):
+        make_d(**options)
+
+
+@pytest.mark.parametrize("options", [dict(layers=(4, 1)), dict(layers=()), dict(head_width=0)])
+def test_config_validation(options):
+    with pytest.raises(ValueError, match=next(iter(options))):
+        ClipDConfig(**options)
+
+
 @pytest.mark.parametrize("resolution", sorted(RECIPES))
 def test_the_shapes_recipes_name_the_shipped_tiny_configs(resolution):
     recipe = tomllib.loads(RECIPES[resolution].read_text())
