@@ -140,21 +140,26 @@ def test_a_training_step_changes_the_head_not_clip_and_g_gets_gradient_through_c
     assert sum(p.grad.abs().sum() for p in g.parameters() if p.grad is not None) > 0
 
 
-@pytest.mark.parametrize("resolution", sorted(RECIPES))
-def test_the_shapes_recipes_train_with_the_engine_and_checkpoints_hold_the_head_only(tmp_path, resolution):
-    """Each recipe's pairing and objective (GALIP's: hinge, mismatched / 2, clip_ma_gp) on its own ViT, for
-    one real engine step at the generator's test widths (the recipe's D options, as shipped)."""
+@pytest.mark.parametrize("resolution, objective", [(32, "recipe"), (64, "recipe"), (32, "galip")])
+def test_the_shapes_recipes_train_with_the_engine_and_checkpoints_hold_the_head_only(tmp_path, resolution, objective):
+    """Each recipe's pairing and objective (hinge, mismatched / 2, lazy R1, the hybrid head) on its own ViT, for
+    one real engine step at the generator's test widths (the recipe's D options, as shipped); and the same
+    pairing with GALIP's own objective (``clip_ma_gp`` at CLIP's features, NetC's concat head)."""
     pytest.importorskip("t2i_stylegan", reason="the Shapes recipes pair clipd with t2i-stylegan's generator")
     recipe = tomllib.loads(RECIPES[resolution].read_text())
     assert recipe["data"]["resolution"] == resolution
     loss, d = recipe["loss"], recipe["discriminator"]
     options = d["options"] | {"model": str(RECIPES[resolution].parents[3] / d["options"]["model"])}
+    terms, term_options = loss["terms"], loss.get("term_options")
+    if objective == "galip":
+        options = {k: v for k, v in options.items() if k != "head"}
+        terms, term_options = {"matching_aware": 0.5, "clip_ma_gp": 1.0}, None
     result = check_training_step(
         recipe["generator"]["name"], d["name"], run_dir=tmp_path / "run", steps=1, resolution=resolution,
         discriminator_options=options, loss=loss["adversarial"], loss_options=loss["options"],
-        terms=loss["terms"], train=recipe["train"] | {"batch_size": 8},
+        terms=terms, term_options=term_options, train=recipe["train"] | {"batch_size": 8},
     )
-    assert {"d/adv", "d/matching_aware", "d/clip_ma_gp", "g/adv"} <= set(result.last)
+    assert {"d/adv", "g/adv"} | {f"d/{term}" for term in terms} <= set(result.last)
     saved = load_file(next((result.run_dir / "checkpoints").glob("step_*")) / "discriminator.safetensors")
     head = ClipDiscriminator(ClipDConfig(**options), resolution=resolution, text_dim=TEXT_DIM).state_dict()
     assert set(saved) == set(head)  # the head only: no CLIP weights in checkpoints
@@ -309,9 +314,12 @@ def test_the_shapes_recipes_name_the_shipped_tiny_configs(resolution):
     # each resolution has a ViT of its own input size with an 8 x 8 grid: no resize hides pixels from D
     vit = load_vit(str(RECIPES[resolution].parents[3] / options["model"]), weights=options["weights"])
     assert vit.image_size == resolution and vit.model.visual.grid_size == (8, 8)
-    # the options the README's 15-minute runs measured: taps next to the patch embedding, gates from 0.5
-    assert options["layers"] == [0, 1] and options["gate_init"] == 0.5 and "head" not in options
-    assert recipe["train"]["lr_d"] == 4e-4 and "clip_sim" not in recipe["loss"]["terms"]
+    # the options the README's 15-minute runs measured: taps next to the patch embedding, open gates, the
+    # projection term beside NetC's concat head, lazy R1 on the images in place of MA-GP at CLIP's features
+    assert options["layers"] == [0, 1] and options["gate_init"] == 1.0 and options["head"] == "hybrid"
+    terms = recipe["loss"]["terms"]
+    assert terms == {"matching_aware": 0.5, "r1": 0.025} and recipe["loss"]["term_options"]["r1"] == {"every": 16}
+    assert recipe["train"]["lr_d"] == {32: 4e-4, 64: 8e-4}[resolution]
 
 
 def test_registered_by_this_plugin():
