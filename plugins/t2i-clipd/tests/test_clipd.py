@@ -319,7 +319,7 @@ def test_the_shapes_recipes_name_the_shipped_tiny_configs(resolution):
     assert options["layers"] == [0, 1] and options["gate_init"] == 1.0 and options["head"] == "hybrid"
     terms = recipe["loss"]["terms"]
     assert terms == {"matching_aware": 0.5, "r1": 0.025} and recipe["loss"]["term_options"]["r1"] == {"every": 16}
-    assert recipe["train"]["lr_d"] == {32: 4e-4, 64: 8e-4}[resolution]
+    assert (recipe["train"]["lr_d"], recipe["train"]["batch_size"]) == {32: (4e-4, 32), 64: (8e-4, 16)}[resolution]
 
 
 def test_registered_by_this_plugin():
