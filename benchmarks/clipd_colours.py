@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 
 import torch
 
 from t2i.data.shapes import BACKGROUNDS
+from t2i.errors import UsageError
 from t2i_clipd.vit import TappedViT, load_vit
 
 
@@ -31,7 +33,7 @@ def flat_images(size: int) -> torch.Tensor:
 def grid_distances(vit: TappedViT, images: torch.Tensor) -> list[torch.Tensor]:
     """For each tapped block, the (n, n) Euclidean distances between the images' token grids."""
     with torch.no_grad():
-        return [torch.cdist(g.flatten(1)[None], g.flatten(1)[None])[0] for g in vit(images)]
+        return [torch.cdist(g.flatten(1), g.flatten(1)) for g in vit(images)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,8 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", default="0,1", help="the blocks to tap, as clipd's layers option")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    bundle = load_vit(args.model, weights=args.weights)
-    vit = TappedViT(bundle, tuple(int(n) for n in args.layers.split(",")))
+    try:
+        layers = tuple(int(n) for n in args.layers.split(","))
+        bundle = load_vit(args.model, weights=args.weights)
+        vit = TappedViT(bundle, layers)
+    except (UsageError, ValueError) as e:  # a user mistake: one line, exit code 2 (as t2i's CLI)
+        print(f"clipd_colours: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     names = list(BACKGROUNDS)
     print(f"{args.model} ({args.weights}), flat {bundle.image_size} px images; distance between token grids")
     for layer, dist in zip(vit.layers, grid_distances(vit, flat_images(bundle.image_size))):

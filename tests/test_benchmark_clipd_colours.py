@@ -48,3 +48,13 @@ def test_the_recipes_random_vit_puts_the_collapsed_pairs_nearest(capsys, monkeyp
         pairs = re.findall(r"(\w+-\w+) ([0-9]+)", line)
         assert [name for name, _ in pairs[:2]] == ["black-brown", "white-gray"] and len(pairs) == 6
         assert int(pairs[1][1]) * 1.5 < int(pairs[2][1])  # well apart from the other four
+
+
+@pytest.mark.parametrize("args, says", [(["--layers", "0,x"], "invalid literal"), (["--layers", "0,9"], "layers [0, 9]"),
+                                        (["--weights", "nowhere.pt"], "nowhere.pt")])
+def test_bad_input_is_one_line_and_exit_2(capsys, monkeypatch, args, says):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as stop:
+        load_script().main(args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and says in err and err.count("\n") == 1 and err.startswith("clipd_colours: ")
